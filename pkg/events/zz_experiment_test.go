@@ -1,0 +1,87 @@
+package events
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/allot-dev/allot/pkg/embedded"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+func TestZZExperiment(t *testing.T) {
+	if os.Getenv("EXP") == "" {
+		t.Skip()
+	}
+	n, err := embedded.StartNATS(embedded.NATSConfig{Dir: t.TempDir()}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer n.Close()
+	nc, _ := nats.Connect(n.URL())
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	ctx := context.Background()
+	kv, err := js.CreateKeyValue(ctx, jetstream.KeyValueConfig{Bucket: "t", History: 1, Storage: jetstream.FileStorage})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const N = 100000
+	start := time.Now()
+	var last jetstream.PubAckFuture
+	for i := 0; i < N; i++ {
+		tg := NewTarget("job", map[string]string{"__address__": fmt.Sprintf("host-%d:9100", i), "a": "b"}, "h")
+		b, _ := EncodeTarget(tg)
+		last, err = js.PublishAsync("$KV.t."+TargetKey(tg.ID), b, jetstream.WithStallWait(10*time.Second))
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	<-last.Ok()
+	<-js.PublishAsyncComplete()
+	t.Logf("prefill %d: %s", N, time.Since(start))
+	run := func(name string, filters []string, opts ...jetstream.WatchOpt) {
+		start := time.Now()
+		w, err := kv.WatchFiltered(ctx, filters, opts...)
+		if err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		created := time.Since(start)
+		cnt := 0
+		for e := range w.Updates() {
+			if e == nil {
+				break
+			}
+			cnt++
+		}
+		t.Logf("%s: create %s, snapshot %d in %s", name, created, cnt, time.Since(start))
+		w.Stop()
+	}
+	slots := func(k int) []string {
+		var f []string
+		for s := 0; s < k; s++ {
+			f = append(f, slotPrefix(s*Slots/k)+"*")
+		}
+		return f
+	}
+	run("all >", []string{">"})
+	run("all s*.*", []string{"*.*"})
+	run("51 slots", slots(51))
+	run("51 slots hist", slots(51), jetstream.IncludeHistory())
+	run("341 slots", slots(3))
+	run("341 slots hist", slots(3), jetstream.IncludeHistory())
+	run("680 slots", slots(680))
+	run("1024 slots", slots(1024))
+	var keys []string
+	for i := 0; i < 5000; i++ {
+		tg := NewTarget("job", map[string]string{"__address__": fmt.Sprintf("host-%d:9100", i*7), "a": "b"}, "h")
+		keys = append(keys, TargetKey(tg.ID))
+	}
+	run("500 keys", keys[:500])
+	run("1000 keys", keys[:1000])
+	run("2000 keys", keys[:2000])
+	run("3000 keys", keys[:3000])
+}

@@ -1,0 +1,244 @@
+package leases
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+
+	"go.etcd.io/etcd/api/v3/mvccpb"
+	clientv3 "go.etcd.io/etcd/client/v3"
+)
+
+// Member kinds.
+const (
+	KindScraper   = "scraper"
+	KindCollector = "collector"
+)
+
+// Member is a live process that can own targets, stored at members/<id> on
+// the process's session lease: it disappears when the process does.
+type Member struct {
+	ID      string    `json:"id"`
+	Addr    string    `json:"addr"`
+	Zone    string    `json:"zone,omitempty"`
+	Weight  float64   `json:"weight"`
+	Started time.Time `json:"started"`
+	Version string    `json:"version"`
+	// Kind is KindScraper (also when empty) or KindCollector (an OTel
+	// collector polling the TA-compatible API).
+	Kind string `json:"kind,omitempty"`
+}
+
+func (m Member) equal(o Member) bool {
+	return m.ID == o.ID && m.Addr == o.Addr && m.Zone == o.Zone && m.Weight == o.Weight &&
+		m.Started.Equal(o.Started) && m.Version == o.Version && m.Kind == o.Kind
+}
+
+// Register puts members/<m.ID> on the session's lease. Registering again
+// overwrites the entry.
+func Register(ctx context.Context, s *Session, ks Keyspace, m Member) error {
+	if err := checkID("member", m.ID); err != nil {
+		return err
+	}
+	if err := s.Err(); err != nil {
+		return fmt.Errorf("register member %s: %w", m.ID, err)
+	}
+	v, err := json.Marshal(m)
+	if err != nil {
+		return fmt.Errorf("register member %s: %w", m.ID, err)
+	}
+	if _, err := s.cli.Put(ctx, ks.Member(m.ID), string(v), clientv3.WithLease(s.id)); err != nil {
+		return fmt.Errorf("register member %s: %w", m.ID, leaseErr(err))
+	}
+	return nil
+}
+
+// ListMembers returns the live members sorted by ID, and the revision read.
+// Entries that do not decode are skipped.
+func ListMembers(ctx context.Context, cli *clientv3.Client, ks Keyspace) ([]Member, int64, error) {
+	var out []Member
+	rev, err := scanPrefix(ctx, cli, ks.Members(), func() { out = out[:0] }, func(kv *mvccpb.KeyValue) error {
+		if m, err := decodeMember(ks, kv); err == nil {
+			out = append(out, m)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	sortMembers(out)
+	return out, rev, nil
+}
+
+func decodeMember(ks Keyspace, kv *mvccpb.KeyValue) (Member, error) {
+	var m Member
+	if err := json.Unmarshal(kv.Value, &m); err != nil {
+		return Member{}, fmt.Errorf("decode %s: %w", kv.Key, err)
+	}
+	// The key is authoritative: a value naming another ID is not trusted.
+	m.ID = strings.TrimPrefix(string(kv.Key), ks.Members())
+	return m, nil
+}
+
+func sortMembers(ms []Member) {
+	slices.SortFunc(ms, func(a, b Member) int { return strings.Compare(a.ID, b.ID) })
+}
+
+// WatchMembers sends the full live member set (sorted by ID) first and then
+// after every change. A slow receiver gets the latest set, not every
+// intermediate one, and an unchanged set is not sent again. The watch is
+// restarted from a fresh listing after compaction, cancellation or loss of
+// the etcd leader, so the sets stay complete. The channel is closed when ctx
+// ends.
+func WatchMembers(ctx context.Context, cli *clientv3.Client, ks Keyspace, logger *slog.Logger) <-chan []Member {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	out := make(chan []Member)
+	go func() {
+		defer close(out)
+		w := memberWatch{cli: cli, ks: ks, logger: logger, out: out}
+		w.run(ctx)
+	}()
+	return out
+}
+
+type memberWatch struct {
+	cli    *clientv3.Client
+	ks     Keyspace
+	logger *slog.Logger
+	out    chan<- []Member
+
+	sent    []Member // last set the receiver got
+	hasSent bool
+}
+
+func (w *memberWatch) run(ctx context.Context) {
+	bo := newBackoff()
+	for ctx.Err() == nil {
+		err := w.listAndWatch(ctx, bo)
+		if ctx.Err() != nil {
+			return
+		}
+		w.logger.Warn("member watch restarting", "err", err)
+		if !bo.wait(ctx) {
+			return
+		}
+	}
+}
+
+// listAndWatch lists the members, then follows changes until the watch
+// fails.
+func (w *memberWatch) listAndWatch(ctx context.Context, bo *backoff) error {
+	list, rev, err := ListMembers(ctx, w.cli, w.ks)
+	if err != nil {
+		return err
+	}
+	bo.reset()
+	cur := make(map[string]Member, len(list))
+	for _, m := range list {
+		cur[m.ID] = m
+	}
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := w.cli.Watch(wctx, w.ks.Members(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+
+	pending := w.changed(cur)
+	for {
+		var send chan<- []Member
+		var snapshot []Member
+		if pending {
+			send, snapshot = w.out, w.snapshot(cur)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case send <- snapshot:
+			w.sent, w.hasSent, pending = snapshot, true, false
+		case resp, ok := <-wch:
+			if !ok {
+				return errors.New("watch channel closed")
+			}
+			if err := resp.Err(); err != nil {
+				return err
+			}
+			for _, ev := range resp.Events {
+				id := strings.TrimPrefix(string(ev.Kv.Key), w.ks.Members())
+				if ev.Type == clientv3.EventTypeDelete {
+					delete(cur, id)
+					continue
+				}
+				m, err := decodeMember(w.ks, ev.Kv)
+				if err != nil {
+					w.logger.Warn("skipping undecodable member", "err", err)
+					delete(cur, id)
+					continue
+				}
+				cur[id] = m
+			}
+			pending = w.changed(cur)
+		}
+	}
+}
+
+func (w *memberWatch) snapshot(cur map[string]Member) []Member {
+	out := make([]Member, 0, len(cur))
+	for _, m := range cur {
+		out = append(out, m)
+	}
+	sortMembers(out)
+	return out
+}
+
+// changed says whether cur differs from what the receiver last got.
+func (w *memberWatch) changed(cur map[string]Member) bool {
+	if !w.hasSent || len(cur) != len(w.sent) {
+		return true
+	}
+	for _, m := range w.sent {
+		if c, ok := cur[m.ID]; !ok || !c.equal(m) {
+			return true
+		}
+	}
+	return false
+}
+
+// backoff spaces out restarts of a failing watch: 100ms doubling to 5s.
+type backoff struct{ d time.Duration }
+
+func newBackoff() *backoff { return &backoff{d: 100 * time.Millisecond} }
+
+func (b *backoff) reset() { b.d = 100 * time.Millisecond }
+
+func (b *backoff) wait(ctx context.Context) bool {
+	t := time.NewTimer(b.d)
+	defer t.Stop()
+	b.d = min(b.d*2, 5*time.Second)
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}
+
+func checkID(what, id string) error {
+	if id == "" {
+		return fmt.Errorf("%s id is empty", what)
+	}
+	return nil
+}
+
+// leaseErr maps etcd's "lease not found" (the lease expired or was revoked
+// on the server) to ErrLeaseLost.
+func leaseErr(err error) error {
+	if isLeaseNotFound(err) {
+		return fmt.Errorf("%w: %w", ErrLeaseLost, err)
+	}
+	return err
+}

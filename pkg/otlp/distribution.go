@@ -1,0 +1,367 @@
+package otlp
+
+import (
+	"math"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/histogram"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/value"
+	"github.com/prometheus/prometheus/storage"
+	"go.opentelemetry.io/collector/pdata/pcommon"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+)
+
+// Salts keep the state of a distribution apart from the state of a series
+// with the same labels.
+const (
+	saltClassic   = 0x9e3779b97f4a7c15
+	saltSummary   = 0xc2b2ae3d27d4eb4f
+	saltNative    = 0x165667b19e3779f9
+	saltGroupName = 0x27d4eb2f165667c5
+)
+
+// group is one data point of a classic histogram or summary, assembled from
+// its _bucket/quantile, _sum, _count and _created series.
+type group struct {
+	key       uint64
+	attrs     []labels.Label
+	t, st     int64
+	buckets   []bucket // le or quantile → value, in arrival order
+	sum       float64
+	count     float64
+	hasSum    bool
+	hasCount  bool
+	created   float64 // seconds, from a _created series
+	stale     bool
+	exemplars pmetric.ExemplarSlice
+	hasEx     bool
+}
+
+type bucket struct {
+	bound, value float64
+}
+
+// appendClassic adds one series of a classic histogram or summary family to
+// its group. It reports false if the series is not part of the family after
+// all (it is then converted as a gauge of its own name).
+func (ap *appender) appendClassic(rb *resourceBuilder, kind metricKind, ls labels.Labels, st, t int64, v float64, opts storage.AppendV2Options) bool {
+	famName := opts.MetricFamilyName
+	if famName == "" {
+		return false
+	}
+	suffix, ok := strings.CutPrefix(ap.cur.name, famName)
+	if !ok {
+		return false
+	}
+	var bound float64
+	switch suffix {
+	case "_bucket":
+		if kind == kindSummary {
+			return false
+		}
+		b, err := strconv.ParseFloat(ap.cur.le, 64)
+		if err != nil {
+			return false
+		}
+		bound = b
+	case "":
+		if kind != kindSummary {
+			return false
+		}
+		q, err := strconv.ParseFloat(ap.cur.quantile, 64)
+		if err != nil {
+			return false
+		}
+		bound = q
+	case "_sum", "_count", "_created":
+	case "_gsum", "_gcount":
+		if kind != kindGaugeHistogram {
+			return false
+		}
+	default:
+		return false
+	}
+
+	fam := rb.family(famName, kind, opts)
+	drop := "le"
+	if kind == kindSummary {
+		drop = "quantile"
+	}
+	var gk uint64
+	gk, ap.hbuf = ls.HashWithoutLabels(ap.hbuf, drop)
+	g := fam.groups[gk]
+	if g == nil {
+		salt := uint64(saltClassic)
+		if kind == kindSummary {
+			salt = saltSummary
+		}
+		g = &group{key: gk ^ salt, t: t}
+		g.attrs = make([]labels.Label, 0, len(ap.attrs))
+		for _, l := range ap.attrs {
+			if l.Name != drop {
+				g.attrs = append(g.attrs, l)
+			}
+		}
+		if fam.groups == nil {
+			fam.groups = make(map[uint64]*group)
+		}
+		fam.groups[gk] = g
+		fam.order = append(fam.order, g)
+	}
+	if value.IsStaleNaN(v) {
+		g.stale = true
+	}
+	if st > 0 && (g.st == 0 || st < g.st) {
+		g.st = st
+	}
+	switch suffix {
+	case "_bucket", "":
+		g.buckets = append(g.buckets, bucket{bound: bound, value: v})
+	case "_sum", "_gsum":
+		g.sum, g.hasSum = v, true
+	case "_count", "_gcount":
+		g.count, g.hasCount = v, true
+	case "_created":
+		g.created = v
+	}
+	if len(opts.Exemplars) > 0 {
+		if !g.hasEx {
+			g.exemplars, g.hasEx = pmetric.NewExemplarSlice(), true
+		}
+		putExemplars(g.exemplars, opts.Exemplars)
+	}
+	return true
+}
+
+// finish writes the groups of a classic family as points and lists the
+// cumulative ones for their start times.
+func (ap *appender) finishClassic(f *family) {
+	switch f.key.kind {
+	case kindSummary:
+		dps := f.metric.Summary().DataPoints()
+		dps.EnsureCapacity(len(f.order))
+		for _, g := range f.order {
+			dp := dps.AppendEmpty()
+			dp.SetTimestamp(msToTimestamp(g.t))
+			putAttributes(dp.Attributes(), g.attrs)
+			if g.stale {
+				dp.SetFlags(pmetric.DefaultDataPointFlags.WithNoRecordedValue(true))
+			} else {
+				slices.SortFunc(g.buckets, func(a, b bucket) int { return cmpFloat(a.bound, b.bound) })
+				qs := dp.QuantileValues()
+				qs.EnsureCapacity(len(g.buckets))
+				for _, b := range g.buckets {
+					q := qs.AppendEmpty()
+					q.SetQuantile(b.bound)
+					q.SetValue(b.value)
+				}
+				dp.SetSum(g.sum)
+				dp.SetCount(floatToCount(g.count))
+			}
+			ap.pendingDist = append(ap.pendingDist, pendingDist{
+				setStart: dp.SetStartTimestamp, key: g.key, st: ap.groupStart(g), t: g.t,
+				count: g.count, stale: g.stale,
+			})
+		}
+	default:
+		dps := f.metric.Histogram().DataPoints()
+		dps.EnsureCapacity(len(f.order))
+		for _, g := range f.order {
+			dp := dps.AppendEmpty()
+			dp.SetTimestamp(msToTimestamp(g.t))
+			putAttributes(dp.Attributes(), g.attrs)
+			if g.hasEx {
+				g.exemplars.MoveAndAppendTo(dp.Exemplars())
+			}
+			counts := classicBuckets(g, dp)
+			if f.key.kind == kindGaugeHistogram {
+				continue
+			}
+			ap.pendingDist = append(ap.pendingDist, pendingDist{
+				setStart: dp.SetStartTimestamp, key: g.key, st: ap.groupStart(g), t: g.t,
+				count: g.count, buckets: counts, stale: g.stale,
+			})
+		}
+	}
+}
+
+// classicBuckets turns the cumulative le buckets of g into OTLP bounds and
+// per-bucket counts, and returns the counts for reset detection.
+func classicBuckets(g *group, dp pmetric.HistogramDataPoint) []uint64 {
+	slices.SortStableFunc(g.buckets, func(a, b bucket) int { return cmpFloat(a.bound, b.bound) })
+	bs := g.buckets
+	// A histogram without +Inf bucket still has one: its count is _count.
+	if n := len(bs); n > 0 && math.IsInf(bs[n-1].bound, 1) {
+		if !g.hasCount {
+			g.count, g.hasCount = bs[n-1].value, true
+		}
+		bs = bs[:n-1]
+	}
+	if !g.hasCount && len(bs) > 0 {
+		g.count = bs[len(bs)-1].value
+	}
+	if g.stale {
+		dp.SetFlags(pmetric.DefaultDataPointFlags.WithNoRecordedValue(true))
+		return nil
+	}
+	bounds := dp.ExplicitBounds()
+	bounds.EnsureCapacity(len(bs))
+	counts := make([]uint64, len(bs)+1)
+	prev := 0.0
+	for i, b := range bs {
+		bounds.Append(b.bound)
+		counts[i] = floatToCount(b.value - prev)
+		prev = math.Max(prev, b.value)
+	}
+	counts[len(bs)] = floatToCount(g.count - prev)
+	dp.BucketCounts().FromRaw(counts)
+	dp.SetCount(floatToCount(g.count))
+	if g.hasSum {
+		dp.SetSum(g.sum)
+	}
+	return counts
+}
+
+// groupStart is the start timestamp the scrape gave for a group: a
+// start timestamp of its series, else its _created sample.
+func (ap *appender) groupStart(g *group) int64 {
+	if g.st > 0 {
+		return g.st
+	}
+	if g.created > 0 && !math.IsNaN(g.created) && !math.IsInf(g.created, 0) {
+		return int64(g.created * 1000)
+	}
+	return 0
+}
+
+// appendNative converts a native histogram: exponential buckets to an
+// ExponentialHistogram, custom buckets (NHCB) to a Histogram.
+func (ap *appender) appendNative(rb *resourceBuilder, kind metricKind, key uint64, st, t int64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) {
+	if fh == nil {
+		fh = h.ToFloat(nil)
+	}
+	name := ap.cur.name
+	fam := rb.family(name, kind, opts)
+	stale := value.IsStaleNaN(fh.Sum)
+	gauge := fh.CounterResetHint == histogram.GaugeType || opts.Metadata.Type == model.MetricTypeGaugeHistogram
+	reset := fh.CounterResetHint == histogram.CounterReset
+	var counts []uint64
+	var setStart func(pcommon.Timestamp)
+	switch kind {
+	case kindCustomBuckets:
+		dp := fam.metric.Histogram().DataPoints().AppendEmpty()
+		dp.SetTimestamp(msToTimestamp(t))
+		putAttributes(dp.Attributes(), ap.attrs)
+		if len(opts.Exemplars) > 0 {
+			putExemplars(dp.Exemplars(), opts.Exemplars)
+		}
+		if stale {
+			dp.SetFlags(pmetric.DefaultDataPointFlags.WithNoRecordedValue(true))
+		} else {
+			dp.ExplicitBounds().FromRaw(slices.Clone(fh.CustomValues))
+			counts = make([]uint64, len(fh.CustomValues)+1)
+			denseBuckets(fh.PositiveSpans, fh.PositiveBuckets, func(i int, c float64) {
+				if i >= 0 && i < len(counts) {
+					counts[i] = floatToCount(c)
+				}
+			})
+			dp.BucketCounts().FromRaw(counts)
+			dp.SetCount(floatToCount(fh.Count))
+			dp.SetSum(fh.Sum)
+		}
+		setStart = dp.SetStartTimestamp
+	default:
+		dp := fam.metric.ExponentialHistogram().DataPoints().AppendEmpty()
+		dp.SetTimestamp(msToTimestamp(t))
+		putAttributes(dp.Attributes(), ap.attrs)
+		if len(opts.Exemplars) > 0 {
+			putExemplars(dp.Exemplars(), opts.Exemplars)
+		}
+		if stale {
+			dp.SetFlags(pmetric.DefaultDataPointFlags.WithNoRecordedValue(true))
+		} else {
+			dp.SetScale(fh.Schema)
+			dp.SetCount(floatToCount(fh.Count))
+			dp.SetSum(fh.Sum)
+			dp.SetZeroThreshold(fh.ZeroThreshold)
+			dp.SetZeroCount(floatToCount(fh.ZeroCount))
+			expBuckets(dp.Positive(), fh.PositiveSpans, fh.PositiveBuckets)
+			expBuckets(dp.Negative(), fh.NegativeSpans, fh.NegativeBuckets)
+		}
+		setStart = dp.SetStartTimestamp
+	}
+	if gauge {
+		return
+	}
+	ap.pendingDist = append(ap.pendingDist, pendingDist{
+		setStart: setStart, key: key ^ saltNative, st: st, t: t,
+		count: fh.Count, buckets: counts, stale: stale, reset: reset,
+	})
+}
+
+// expBuckets writes Prometheus spans and absolute float counts as a dense
+// OTLP bucket range. A Prometheus bucket index i covers (base^(i-1), base^i]
+// and an OTLP index i covers (base^i, base^(i+1)], hence the offset − 1.
+func expBuckets(b pmetric.ExponentialHistogramDataPointBuckets, spans []histogram.Span, counts []float64) {
+	if len(spans) == 0 {
+		return
+	}
+	first := int(spans[0].Offset)
+	end := 0
+	for _, s := range spans {
+		end += int(s.Offset) + int(s.Length)
+	}
+	n := end - first
+	if n <= 0 {
+		return
+	}
+	raw := make([]uint64, n)
+	denseBuckets(spans, counts, func(i int, c float64) {
+		if i -= first; i >= 0 && i < n {
+			raw[i] = floatToCount(c)
+		}
+	})
+	b.SetOffset(int32(first - 1))
+	b.BucketCounts().FromRaw(raw)
+}
+
+// denseBuckets calls f with the Prometheus index of every bucket the spans
+// cover and its absolute count.
+func denseBuckets(spans []histogram.Span, counts []float64, f func(i int, c float64)) {
+	pos := 0
+	ci := 0
+	for _, s := range spans {
+		pos += int(s.Offset)
+		for j := uint32(0); j < s.Length && ci < len(counts); j++ {
+			f(pos, counts[ci])
+			pos++
+			ci++
+		}
+	}
+}
+
+// floatToCount converts a Prometheus float count to an OTLP count: negative
+// and NaN values (broken expositions) become 0 rather than 2^64−1.
+func floatToCount(v float64) uint64 {
+	if !(v > 0) {
+		return 0
+	}
+	if v >= math.MaxUint64 {
+		return math.MaxUint64
+	}
+	return uint64(math.Round(v))
+}
+
+func cmpFloat(a, b float64) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}

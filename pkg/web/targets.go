@@ -1,0 +1,135 @@
+// Package web serves allot's HTTP surfaces that are not specific to one
+// service: the Prometheus-format targets API and page, health and readiness.
+// Services provide what they know through the small interfaces here; the
+// binary decides which are mounted.
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"sort"
+	"time"
+)
+
+// ActiveTarget is a target as the Prometheus HTTP API's /api/v1/targets
+// shows it, plus the scraper that owns it.
+type ActiveTarget struct {
+	ID                 string            `json:"id"`
+	DiscoveredLabels   map[string]string `json:"discoveredLabels"`
+	Labels             map[string]string `json:"labels"`
+	ScrapePool         string            `json:"scrapePool"`
+	ScrapeURL          string            `json:"scrapeUrl"`
+	GlobalURL          string            `json:"globalUrl"`
+	LastError          string            `json:"lastError"`
+	LastScrape         time.Time         `json:"lastScrape"`
+	LastScrapeDuration float64           `json:"lastScrapeDuration"`
+	Health             string            `json:"health"`
+	ScrapeInterval     string            `json:"scrapeInterval"`
+	ScrapeTimeout      string            `json:"scrapeTimeout"`
+	Scraper            string            `json:"scraper"`
+	Series             int               `json:"series"`
+}
+
+// DroppedTarget is a target that relabelling dropped.
+type DroppedTarget struct {
+	DiscoveredLabels map[string]string `json:"discoveredLabels"`
+	ScrapePool       string            `json:"scrapePool"`
+	Reason           string            `json:"reason,omitempty"`
+}
+
+// Targets is the data of a /api/v1/targets answer.
+type Targets struct {
+	ActiveTargets       []ActiveTarget  `json:"activeTargets"`
+	DroppedTargets      []DroppedTarget `json:"droppedTargets"`
+	DroppedTargetCounts map[string]int  `json:"droppedTargetCounts"`
+}
+
+// TargetSource provides targets. Implementations must be safe for
+// concurrent use and return promptly when ctx ends.
+type TargetSource interface {
+	Targets(ctx context.Context) (Targets, error)
+}
+
+// TargetSourceFunc adapts a function to TargetSource.
+type TargetSourceFunc func(ctx context.Context) (Targets, error)
+
+// Targets calls f.
+func (f TargetSourceFunc) Targets(ctx context.Context) (Targets, error) { return f(ctx) }
+
+// Sort orders targets by pool, then URL, as Prometheus's pages do.
+func (t *Targets) Sort() {
+	sort.Slice(t.ActiveTargets, func(i, j int) bool {
+		a, b := t.ActiveTargets[i], t.ActiveTargets[j]
+		if a.ScrapePool != b.ScrapePool {
+			return a.ScrapePool < b.ScrapePool
+		}
+		return a.ScrapeURL < b.ScrapeURL
+	})
+	sort.SliceStable(t.DroppedTargets, func(i, j int) bool {
+		return t.DroppedTargets[i].ScrapePool < t.DroppedTargets[j].ScrapePool
+	})
+}
+
+type apiResponse struct {
+	Status    string `json:"status"`
+	Data      any    `json:"data,omitempty"`
+	ErrorType string `json:"errorType,omitempty"`
+	Error     string `json:"error,omitempty"`
+}
+
+// WriteJSON writes v as a successful Prometheus API answer.
+func WriteJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(apiResponse{Status: "success", Data: v})
+}
+
+// WriteError writes a Prometheus API error answer.
+func WriteError(w http.ResponseWriter, code int, typ string, err error) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(apiResponse{Status: "error", ErrorType: typ, Error: err.Error()})
+}
+
+// TargetsAPI serves GET /api/v1/targets with Prometheus's query parameter
+// `state` (active, dropped, any) and `scrapePool`, plus `scraper`.
+func TargetsAPI(src TargetSource) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+		defer cancel()
+		t, err := src.Targets(ctx)
+		if err != nil {
+			WriteError(w, http.StatusServiceUnavailable, "unavailable", err)
+			return
+		}
+		t = Filter(t, r.URL.Query().Get("state"), r.URL.Query().Get("scrapePool"), r.URL.Query().Get("scraper"), "")
+		WriteJSON(w, t)
+	})
+}
+
+// Filter keeps the targets matching state (active|dropped|any, empty = any),
+// pool, scraper and health (empty = all).
+func Filter(t Targets, state, pool, scraper, health string) Targets {
+	out := Targets{DroppedTargetCounts: t.DroppedTargetCounts}
+	if state != "dropped" {
+		for _, a := range t.ActiveTargets {
+			if (pool == "" || a.ScrapePool == pool) && (scraper == "" || a.Scraper == scraper) && (health == "" || a.Health == health) {
+				out.ActiveTargets = append(out.ActiveTargets, a)
+			}
+		}
+	}
+	if state != "active" && scraper == "" && health == "" {
+		for _, d := range t.DroppedTargets {
+			if pool == "" || d.ScrapePool == pool {
+				out.DroppedTargets = append(out.DroppedTargets, d)
+			}
+		}
+	}
+	if out.ActiveTargets == nil {
+		out.ActiveTargets = []ActiveTarget{}
+	}
+	if out.DroppedTargets == nil {
+		out.DroppedTargets = []DroppedTarget{}
+	}
+	return out
+}

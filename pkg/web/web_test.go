@@ -1,0 +1,129 @@
+package web
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func catalogAndOwned() (Targets, Targets, Targets) {
+	catalog := Targets{
+		ActiveTargets: []ActiveTarget{
+			{ID: "a", ScrapePool: "job", ScrapeURL: "http://h:1/metrics", DiscoveredLabels: map[string]string{"__address__": "h:1"}},
+			{ID: "b", ScrapePool: "job", ScrapeURL: "http://h:2/metrics"},
+			{ID: "c", ScrapePool: "other", ScrapeURL: "http://h:3/metrics"},
+		},
+		DroppedTargets: []DroppedTarget{{ScrapePool: "job", DiscoveredLabels: map[string]string{"__address__": "x:1"}, Reason: "relabel_configs dropped it"}},
+	}
+	s1 := Targets{ActiveTargets: []ActiveTarget{{ID: "a", ScrapePool: "job", ScrapeURL: "http://h:1/metrics", Health: "up", Scraper: "s1", LastScrape: time.Now()}}}
+	s2 := Targets{ActiveTargets: []ActiveTarget{{ID: "c", ScrapePool: "other", ScrapeURL: "http://h:3/metrics", Health: "down", Scraper: "s2", LastError: "connection refused"}}}
+	return catalog, s1, s2
+}
+
+func TestMerge(t *testing.T) {
+	catalog, s1, s2 := catalogAndOwned()
+	got := Merge(catalog, s1, s2)
+	want := map[string]struct{ health, scraper string }{
+		"a": {"up", "s1"}, "b": {"unknown", ""}, "c": {"down", "s2"},
+	}
+	if len(got.ActiveTargets) != len(want) {
+		t.Fatalf("%d targets, want %d", len(got.ActiveTargets), len(want))
+	}
+	for _, a := range got.ActiveTargets {
+		w := want[a.ID]
+		if a.Health != w.health || a.Scraper != w.scraper {
+			t.Errorf("target %s: health %q scraper %q, want %q %q", a.ID, a.Health, a.Scraper, w.health, w.scraper)
+		}
+	}
+	if got.ActiveTargets[0].DiscoveredLabels["__address__"] != "h:1" {
+		t.Errorf("discovered labels of the catalog not kept: %v", got.ActiveTargets[0].DiscoveredLabels)
+	}
+	if len(got.DroppedTargets) != 1 {
+		t.Errorf("dropped = %v", got.DroppedTargets)
+	}
+}
+
+func TestTargetsAPIAndFilter(t *testing.T) {
+	catalog, s1, s2 := catalogAndOwned()
+	src := TargetSourceFunc(func(context.Context) (Targets, error) { return Merge(catalog, s1, s2), nil })
+	srv := httptest.NewServer(TargetsAPI(src))
+	defer srv.Close()
+	for _, tc := range []struct {
+		query       string
+		active, drp int
+	}{
+		{"", 3, 1},
+		{"?state=active", 3, 0},
+		{"?state=dropped", 0, 1},
+		{"?scrapePool=other", 1, 0 + 0},
+		{"?scraper=s1", 1, 0},
+	} {
+		t.Run(tc.query, func(t *testing.T) {
+			resp, err := http.Get(srv.URL + tc.query)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			var body struct {
+				Status string  `json:"status"`
+				Data   Targets `json:"data"`
+			}
+			if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+				t.Fatal(err)
+			}
+			if body.Status != "success" || len(body.Data.ActiveTargets) != tc.active || len(body.Data.DroppedTargets) != tc.drp {
+				t.Errorf("status %s, %d active, %d dropped; want %d, %d", body.Status, len(body.Data.ActiveTargets), len(body.Data.DroppedTargets), tc.active, tc.drp)
+			}
+		})
+	}
+}
+
+func TestRemoteFetchNamesFailures(t *testing.T) {
+	_, s1, _ := catalogAndOwned()
+	ok := httptest.NewServer(TargetsAPI(TargetSourceFunc(func(context.Context) (Targets, error) { return s1, nil })))
+	defer ok.Close()
+	broken := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { http.Error(w, "no", 500) }))
+	defer broken.Close()
+	got, err := Remote{}.Fetch(t.Context(), []string{strings.TrimPrefix(ok.URL, "http://"), strings.TrimPrefix(broken.URL, "http://")})
+	if len(got) != 1 || len(got[0].ActiveTargets) != 1 {
+		t.Fatalf("got %v", got)
+	}
+	if err == nil || !strings.Contains(err.Error(), strings.TrimPrefix(broken.URL, "http://")) {
+		t.Fatalf("err = %v, want it to name the broken address", err)
+	}
+}
+
+func TestTargetsPageShowsOwner(t *testing.T) {
+	catalog, s1, s2 := catalogAndOwned()
+	srv := httptest.NewServer(TargetsPage(TargetSourceFunc(func(context.Context) (Targets, error) { return Merge(catalog, s1, s2), nil })))
+	defer srv.Close()
+	resp, err := http.Get(srv.URL + "/targets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, frag := range []string{"s1", "s2", "connection refused", `class="up"`, "(unowned)"} {
+		if !strings.Contains(string(b), frag) {
+			t.Errorf("page lacks %q", frag)
+		}
+	}
+}
+
+func TestReady(t *testing.T) {
+	for _, tc := range []struct {
+		waiting []string
+		code    int
+	}{{nil, 200}, {[]string{"scraper"}, 503}} {
+		rec := httptest.NewRecorder()
+		Ready(func() []string { return tc.waiting }).ServeHTTP(rec, httptest.NewRequest("GET", "/-/ready", nil))
+		if rec.Code != tc.code {
+			t.Errorf("waiting %v: code %d, want %d", tc.waiting, rec.Code, tc.code)
+		}
+	}
+}
