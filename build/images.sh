@@ -66,8 +66,10 @@ ca_bundle() {
 }
 
 build_allot() {
-	log "go build ./cmd/allot"
-	go build -trimpath -ldflags "-s -w" -o "$out/allot" ./cmd/allot
+	local version
+	version=${ALLOT_VERSION:-$(git -C "$root" describe --tags --always --dirty 2>/dev/null || echo dev)}
+	log "go build ./cmd/allot ($version)"
+	go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$out/allot" ./cmd/allot
 	ca_bundle
 	# One unprivileged user (65532, as in distroless "nonroot"), so the image
 	# needs no shell to drop root.

@@ -3,6 +3,7 @@ package events
 import (
 	"encoding/json"
 	"fmt"
+	"math/bits"
 	"sort"
 	"strconv"
 	"unicode/utf8"
@@ -13,7 +14,7 @@ import (
 const Version = 1
 
 // Slots is the number of slots the target keyspace is split into. A
-// target's slot is its id mod Slots; scrapers follow whole slots.
+// target's slot is given by its id (see SlotOf); scrapers follow whole slots.
 const Slots = 1024
 
 // AddressLabel is the one label every target must carry.
@@ -114,12 +115,22 @@ func ValidID(id string) bool {
 }
 
 // SlotOf returns the slot of a target id, or -1 if id is not a valid id.
+//
+// The slot is the id's top 10 bits (id × Slots / 2⁶⁴), not id mod Slots:
+// the low bits of FNV-1a depend only on the low bits of the input bytes, and
+// for label sets that repeat a value (instance = __address__, as Prometheus
+// sets it) the lowest bit is constant, which left half of the slots empty.
 func SlotOf(id string) int {
 	v, ok := parseID(id)
 	if !ok {
 		return -1
 	}
-	return int(v % Slots)
+	return slotOf(v)
+}
+
+func slotOf(v uint64) int {
+	hi, _ := bits.Mul64(v, Slots)
+	return int(hi)
 }
 
 // TargetKey is the key of target id in the targets bucket: "s%04d.<id>".
@@ -154,7 +165,7 @@ func parseTargetKey(key string) (slot int, id uint64, ok bool) {
 		return 0, 0, false
 	}
 	v, ok := parseID(key[6:])
-	if !ok || int(v%Slots) != s {
+	if !ok || slotOf(v) != s {
 		return 0, 0, false
 	}
 	return s, v, true

@@ -178,8 +178,12 @@ func (c *Claims) fail(what string, err error) error {
 // (one consistent revision, read 10k keys per request). Entries that do not
 // decode are skipped.
 func ListClaims(ctx context.Context, cli *clientv3.Client, ks Keyspace) (map[string]Claim, int64, error) {
+	return listClaims(ctx, cli, ks, pageSize)
+}
+
+func listClaims(ctx context.Context, cli *clientv3.Client, ks Keyspace, page int64) (map[string]Claim, int64, error) {
 	out := map[string]Claim{}
-	rev, err := scanPrefix(ctx, cli, ks.Claims(), func() { clear(out) }, func(kv *mvccpb.KeyValue) error {
+	rev, err := scanPrefixPaged(ctx, cli, ks.Claims(), page, func() { clear(out) }, func(kv *mvccpb.KeyValue) error {
 		if cl, err := decodeClaim(ks, kv); err == nil {
 			out[cl.Target] = cl
 		}

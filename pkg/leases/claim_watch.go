@@ -59,12 +59,28 @@ type Event struct {
 // ctx ends; the session ending does not end the watch.
 func (c *Claims) Watch(ctx context.Context) <-chan Event {
 	out := make(chan Event)
+	w := &claimWatch{c: c, out: out}
+	// Read the start revision now, so that "from now on" means from the
+	// call on; if that fails the goroutine keeps trying.
+	_ = w.start(ctx)
 	go func() {
 		defer close(out)
-		w := claimWatch{c: c, out: out}
 		w.run(ctx)
 	}()
 	return out
+}
+
+func (w *claimWatch) start(ctx context.Context) error {
+	if w.claimRev != 0 {
+		return nil
+	}
+	resp, err := w.c.s.cli.Get(ctx, w.c.ks.Claims(), clientv3.WithCountOnly())
+	if err != nil {
+		return fmt.Errorf("read current revision: %w", err)
+	}
+	w.claimRev = resp.Header.Revision + 1
+	w.moveRev = w.claimRev
+	return nil
 }
 
 type claimWatch struct {
@@ -92,13 +108,8 @@ var errCompacted = errors.New("watch compacted")
 
 func (w *claimWatch) watch(ctx context.Context, bo *backoff) error {
 	cli, ks := w.c.s.cli, w.c.ks
-	if w.claimRev == 0 {
-		resp, err := cli.Get(ctx, ks.Claims(), clientv3.WithCountOnly())
-		if err != nil {
-			return fmt.Errorf("read current revision: %w", err)
-		}
-		w.claimRev = resp.Header.Revision + 1
-		w.moveRev = w.claimRev
+	if err := w.start(ctx); err != nil {
+		return err
 	}
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()

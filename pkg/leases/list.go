@@ -19,11 +19,15 @@ const pageSize = 10000
 // while paging, it calls reset and starts again at a newer revision.
 // It returns the revision read.
 func scanPrefix(ctx context.Context, cli *clientv3.Client, prefix string, reset func(), fn func(*mvccpb.KeyValue) error) (int64, error) {
+	return scanPrefixPaged(ctx, cli, prefix, pageSize, reset, fn)
+}
+
+func scanPrefixPaged(ctx context.Context, cli *clientv3.Client, prefix string, page int64, reset func(), fn func(*mvccpb.KeyValue) error) (int64, error) {
 	const attempts = 3
 	var err error
 	for range attempts {
 		var rev int64
-		rev, err = scanOnce(ctx, cli, prefix, fn)
+		rev, err = scanOnce(ctx, cli, prefix, page, fn)
 		if err == nil {
 			return rev, nil
 		}
@@ -35,12 +39,12 @@ func scanPrefix(ctx context.Context, cli *clientv3.Client, prefix string, reset 
 	return 0, err
 }
 
-func scanOnce(ctx context.Context, cli *clientv3.Client, prefix string, fn func(*mvccpb.KeyValue) error) (int64, error) {
+func scanOnce(ctx context.Context, cli *clientv3.Client, prefix string, page int64, fn func(*mvccpb.KeyValue) error) (int64, error) {
 	end := clientv3.GetPrefixRangeEnd(prefix)
 	key := prefix
 	var rev int64
 	for {
-		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(pageSize)}
+		opts := []clientv3.OpOption{clientv3.WithRange(end), clientv3.WithLimit(page)}
 		if rev != 0 {
 			opts = append(opts, clientv3.WithRev(rev))
 		}

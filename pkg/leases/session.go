@@ -128,8 +128,9 @@ type Session struct {
 // renewal was sent. It does not use clientv3's KeepAlive, which cannot say
 // when a renewal was sent.
 //
-// ctx bounds the grant and the session's life: when it ends, renewal stops
-// without revoking the lease (as Orphan does) and Err returns ctx's error.
+// ctx bounds the grant AND the session's whole life: when it ends, renewal
+// stops without revoking the lease (as Orphan does) and Err returns ctx's
+// error. Do not pass a context with a timeout meant only for the grant.
 // reg may be nil; several sessions may share one registry.
 func NewSession(ctx context.Context, cli *clientv3.Client, cfg SessionConfig, logger *slog.Logger, reg prometheus.Registerer) (*Session, error) {
 	if err := cfg.Validate(); err != nil {
@@ -284,6 +285,7 @@ func (s *Session) run(ctx context.Context) {
 	lost := time.NewTimer(time.Until(s.Deadline()))
 	defer lost.Stop()
 	failures := 0
+	inflight := false
 
 	for {
 		select {
@@ -293,12 +295,17 @@ func (s *Session) run(ctx context.Context) {
 			return
 
 		case <-lost.C:
+			if inflight { // it cannot succeed in time any more
+				failures++
+				s.metrics.keepaliveFailures.Inc()
+			}
 			s.lose("local deadline passed", "failed_renewals", failures)
 			return
 
 		case <-next.C:
 			dl := s.Deadline()
 			renew := *s.renew.Load()
+			inflight = true
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -314,6 +321,7 @@ func (s *Session) run(ctx context.Context) {
 			}()
 
 		case r := <-results:
+			inflight = false
 			switch {
 			case r.err == nil:
 				failures = 0

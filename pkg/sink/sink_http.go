@@ -3,6 +3,7 @@ package sink
 import (
 	"encoding/json"
 	"html/template"
+	"math"
 	"net/http"
 	"strings"
 )
@@ -14,6 +15,8 @@ import (
 //	GET  /                what arrived, as HTML
 //	GET  /api/v1/stats    totals as JSON
 //	GET  /api/v1/series   series names as JSON (?match=substring)
+//	GET  /api/v1/samples  every recorded sample of the series matching
+//	                      ?match=substring, as {series: [[unix_ms, value, stale], ...]}
 func (s *Sink) Handler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("/v1/metrics", s.serveOTLP)
@@ -28,6 +31,26 @@ func (s *Sink) Handler() http.Handler {
 			if strings.Contains(string(k), match) {
 				out = append(out, k)
 			}
+		}
+		writeJSON(w, out)
+	})
+	mux.HandleFunc("/api/v1/samples", func(w http.ResponseWriter, r *http.Request) {
+		match := r.URL.Query().Get("match")
+		out := map[Series][][3]any{}
+		for _, k := range s.Series() {
+			if !strings.Contains(string(k), match) {
+				continue
+			}
+			smp := s.Samples(k)
+			rows := make([][3]any, len(smp))
+			for i, x := range smp {
+				var v any = x.V
+				if math.IsNaN(x.V) || math.IsInf(x.V, 0) {
+					v = nil // JSON has no NaN; stale markers are NaN in remote write
+				}
+				rows[i] = [3]any{x.T.UnixMilli(), v, x.Stale}
+			}
+			out[k] = rows
 		}
 		writeJSON(w, out)
 	})

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"bytes"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -94,5 +95,30 @@ func TestMaxPerSeries(t *testing.T) {
 	got := s.Samples("g{}")
 	if len(got) != 3 || got[0].V != 2 || got[2].V != 4 {
 		t.Fatalf("kept %v, want the last 3", got)
+	}
+}
+
+func TestSamplesAPI(t *testing.T) {
+	s := New(0)
+	now := time.Now().Truncate(time.Millisecond)
+	srv := httptest.NewServer(s.Handler())
+	defer srv.Close()
+	resp, err := http.Post(srv.URL+"/v1/metrics", "application/x-protobuf", bytes.NewReader(otlpBody(t, now, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	resp, err = http.Get(srv.URL + "/api/v1/samples?match=up")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var got map[string][][3]any
+	if err := json.NewDecoder(resp.Body).Decode(&got); err != nil {
+		t.Fatal(err)
+	}
+	rows := got[`up{service.instance.id="i1",service.name="job"}`]
+	if len(rows) != 1 || int64(rows[0][0].(float64)) != now.UnixMilli() || rows[0][1].(float64) != 1 {
+		t.Fatalf("samples = %v", got)
 	}
 }

@@ -1,11 +1,14 @@
 package discoverer
 
 import (
+	"cmp"
 	"fmt"
 	"reflect"
+	"slices"
 	"strconv"
 	"sync"
 
+	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/prometheus/prometheus/model/labels"
@@ -142,7 +145,9 @@ func (c *catalog) setJobs(specs map[string]jobSpec) []string {
 			touched = append(touched, name)
 			continue
 		}
+		changed := false
 		if j.event.Hash != spec.event.Hash {
+			changed = true
 			j.event = spec.event
 			c.markJob(name)
 			// Every target carries the job's config hash, so every
@@ -154,24 +159,45 @@ func (c *catalog) setJobs(specs map[string]jobSpec) []string {
 					}
 				}
 			}
-			touched = append(touched, name)
 		}
-		if reflect.DeepEqual(j.cfg, spec.cfg) {
-			continue
-		}
-		j.cfg = spec.cfg
-		for _, groups := range j.providers {
-			for src, g := range groups {
-				ng := c.build(j, g.tg)
-				c.release(j, g)
-				groups[src] = ng
+		if !sameRelabelling(j.cfg, spec.cfg) {
+			changed = true
+			for _, groups := range j.providers {
+				for src, g := range groups {
+					groups[src] = c.rebuild(j, g, spec.cfg)
+				}
 			}
 		}
-		if len(touched) == 0 || touched[len(touched)-1] != name {
+		j.cfg = spec.cfg
+		if changed {
 			touched = append(touched, name)
 		}
 	}
 	return touched
+}
+
+// rebuild relabels a group under a new scrape config.
+func (c *catalog) rebuild(j *jobState, g *group, cfg *config.ScrapeConfig) *group {
+	old := j.cfg
+	j.cfg = cfg
+	ng := c.build(j, g.tg)
+	j.cfg = old
+	c.release(j, g)
+	return ng
+}
+
+// sameRelabelling reports whether two versions of a scrape config turn
+// discovered targets into the same final labels. Only the SD configs are
+// left out: what targets are discovered is the providers' business, and
+// nearly every other field is copied into a label or checked by
+// PopulateLabels.
+func sameRelabelling(a, b *config.ScrapeConfig) bool {
+	if a == b {
+		return true
+	}
+	ac, bc := *a, *b
+	ac.ServiceDiscoveryConfigs, bc.ServiceDiscoveryConfigs = nil, nil
+	return reflect.DeepEqual(&ac, &bc)
 }
 
 // update is what a provider reported since the last apply.
@@ -185,7 +211,7 @@ type update struct {
 }
 
 // apply applies provider updates in order and returns the names of the
-// jobs they touched. Updates for a job that no longer exists are ignored:
+// jobs they touched (possibly repeated). Updates for a job that no longer exists are ignored:
 // they come from providers that are being stopped.
 func (c *catalog) apply(ups []update) []string {
 	c.mu.Lock()
@@ -196,9 +222,7 @@ func (c *catalog) apply(ups []update) []string {
 		if !ok {
 			continue
 		}
-		if len(touched) == 0 || touched[len(touched)-1] != u.job {
-			touched = append(touched, u.job)
-		}
+		touched = append(touched, u.job)
 		if u.ended {
 			for _, g := range j.providers[u.provider] {
 				c.release(j, g)
@@ -430,15 +454,27 @@ func (t *target) event(id uint64) events.Target {
 
 // desiredTarget is one target as a reconciliation sees it.
 type desiredTarget struct {
-	id    uint64
-	event func() events.Target
+	id     uint64
+	job    string
+	hash   string
+	labels labels.Labels
+}
+
+func (dt desiredTarget) event() events.Target {
+	return events.Target{
+		V:          events.Version,
+		ID:         formatID(dt.id),
+		Job:        dt.job,
+		Labels:     dt.labels.Map(),
+		ConfigHash: dt.hash,
+	}
 }
 
 // snapshotDesired copies what reconciliation compares against the bucket:
-// every job's hash and a way to build every target's event. Targets' labels
-// never change once built, and the job hash is captured now, so the events
-// can be built after the lock is released; anything that changes later is
-// recorded as a change and published after the reconciliation.
+// every job's hash and every target. A target's labels never change once
+// built and the job hash is copied now, so events can be built after the
+// lock is released; anything that changes later is recorded as a change and
+// published after the reconciliation.
 func (c *catalog) snapshotDesired() (jobs map[string]string, targets []desiredTarget) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -448,17 +484,7 @@ func (c *catalog) snapshotDesired() (jobs map[string]string, targets []desiredTa
 	}
 	targets = make([]desiredTarget, 0, len(c.targets))
 	for id, t := range c.targets {
-		ev := events.Target{
-			V:          events.Version,
-			ID:         formatID(id),
-			Job:        t.job.name,
-			ConfigHash: t.job.event.Hash,
-		}
-		lset := t.labels
-		targets = append(targets, desiredTarget{id: id, event: func() events.Target {
-			ev.Labels = lset.Map()
-			return ev
-		}})
+		targets = append(targets, desiredTarget{id: id, job: t.job.name, hash: t.job.event.Hash, labels: t.labels})
 	}
 	return jobs, targets
 }
@@ -527,4 +553,66 @@ func parseID(s string) (uint64, error) {
 		return 0, fmt.Errorf("target id %q: not lowercase hex", s)
 	}
 	return v, nil
+}
+
+// counts returns a job's active and dropped target counts.
+func (c *catalog) counts(job string) (active, dropped int, ok bool) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	j, ok := c.jobs[job]
+	if !ok {
+		return 0, 0, false
+	}
+	return j.active, j.dropped, true
+}
+
+// list copies every active and dropped target, sorted by job, then by ID
+// (active) or address (dropped).
+func (c *catalog) list() (active []TargetInfo, dropped []DroppedTarget) {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	lb := labels.NewBuilder(labels.EmptyLabels())
+	discovered := func(j *jobState, tg *targetgroup.Group, idx int32) map[string]string {
+		scrape.PopulateDiscoveredLabels(lb, j.cfg, tg.Targets[idx], tg.Labels)
+		return lb.Labels().Map()
+	}
+	seen := make(map[uint64]struct{}, len(c.targets))
+	for _, j := range c.jobs {
+		for _, groups := range j.providers {
+			for _, g := range groups {
+				for _, k := range g.kept {
+					if _, ok := seen[k.id]; ok {
+						continue
+					}
+					seen[k.id] = struct{}{}
+					t := c.targets[k.id]
+					if t == nil {
+						continue
+					}
+					active = append(active, TargetInfo{
+						ID:               formatID(k.id),
+						Job:              j.name,
+						Labels:           t.labels.Map(),
+						DiscoveredLabels: discovered(j, g.tg, k.idx),
+					})
+				}
+				for _, dr := range g.dropped {
+					dropped = append(dropped, DroppedTarget{
+						Job:              j.name,
+						DiscoveredLabels: discovered(j, g.tg, dr.idx),
+						Reason:           dr.reason,
+					})
+				}
+			}
+		}
+	}
+	slices.SortFunc(active, func(a, b TargetInfo) int {
+		return cmp.Or(cmp.Compare(a.Job, b.Job), cmp.Compare(a.ID, b.ID))
+	})
+	slices.SortFunc(dropped, func(a, b DroppedTarget) int {
+		return cmp.Or(cmp.Compare(a.Job, b.Job),
+			cmp.Compare(a.DiscoveredLabels[model.AddressLabel], b.DiscoveredLabels[model.AddressLabel]),
+			cmp.Compare(a.Reason, b.Reason))
+	})
+	return active, dropped
 }

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/allot-dev/allot/pkg/configfile"
+	"github.com/allot-dev/allot/pkg/demo"
+	"github.com/allot-dev/allot/pkg/embedded"
+	"github.com/allot-dev/allot/pkg/events"
+	"github.com/allot-dev/allot/pkg/leases"
+	"github.com/allot-dev/allot/pkg/sink"
+	"github.com/allot-dev/allot/pkg/web"
+	"github.com/allot-dev/allot/services/discoverer"
+	"github.com/allot-dev/allot/services/rebalancer"
+	"github.com/allot-dev/allot/services/scraper"
+)
+
+// demoConfig scrapes the built-in demo targets through HTTP SD, as a user's
+// own config would scrape theirs.
+const demoConfig = `global:
+  scrape_interval: 5s
+  scrape_timeout: 4s
+scrape_configs:
+- job_name: demo
+  http_sd_configs:
+  - url: http://%s/sd
+    refresh_interval: 10s
+`
+
+func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
+	var (
+		logOpts     logOptions
+		cfgOpts     configOptions
+		expOpts     exporterOptions
+		session     leases.SessionConfig
+		evCfg       events.Config
+		scCfg       scraper.Config
+		rbCfg       rebalancer.Config
+		listen      string
+		dataDir     string
+		etcdListen  string
+		natsListen  string
+		nScrapers   int
+		demoTargets int
+		prefix      string
+	)
+	logOpts.register(fs)
+	cfgOpts.register(fs)
+	expOpts.register(fs)
+	session.RegisterFlags(fs)
+	evCfg.RegisterFlags(fs)
+	scCfg.RegisterFlags(fs)
+	rbCfg.RegisterFlags(fs)
+	fs.StringVar(&listen, "web.listen-address", ":8080", "Address to serve the status pages, API and metrics on.")
+	fs.StringVar(&dataDir, "data.dir", "data", "Directory for the embedded etcd and NATS data (and export queues).")
+	fs.StringVar(&etcdListen, "etcd.listen-address", "127.0.0.1:0", "Client address of the embedded etcd; port 0 picks a free port.")
+	fs.StringVar(&natsListen, "nats.listen-address", "127.0.0.1:0", "Client address of the embedded NATS; port 0 picks a free port.")
+	fs.IntVar(&nScrapers, "scrapers", 3, "Number of in-process scrapers.")
+	fs.IntVar(&demoTargets, "demo.targets", 30, "Demo targets to serve and scrape when no --config.file is given.")
+	fs.StringVar(&prefix, "etcd.prefix", "/allot/", "Key prefix of allot's keyspace in etcd.")
+
+	return func(ctx context.Context, _ []string) error {
+		logger, err := logOpts.logger()
+		if err != nil {
+			return err
+		}
+		if nScrapers < 0 {
+			return fmt.Errorf("--scrapers=%d: must be 0 or more", nScrapers)
+		}
+		if demoTargets < 0 {
+			return fmt.Errorf("--demo.targets=%d: must be 0 or more", demoTargets)
+		}
+		if err := session.Validate(); err != nil {
+			return err
+		}
+		srv, err := newServer(listen)
+		if err != nil {
+			return err
+		}
+		g := newGroup(ctx)
+
+		// The config: the user's file, or one that scrapes the demo targets.
+		var file *configfile.File
+		if cfgOpts.file != "" {
+			if file, err = configfile.Load(cfgOpts.file, logger); err != nil {
+				return err
+			}
+		} else {
+			set := demo.NewSet(demoTargets)
+			set.Warm(3)
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				return fmt.Errorf("demo targets: %w", err)
+			}
+			dsrv := &http.Server{Handler: set.Handler(), ReadHeaderTimeout: 5 * time.Second}
+			g.Go("demo targets", func(ctx context.Context) error {
+				go func() { <-ctx.Done(); dsrv.Close() }()
+				if err := dsrv.Serve(ln); err != http.ErrServerClosed {
+					return err
+				}
+				return nil
+			})
+			if file, err = configfile.Parse(fmt.Appendf(nil, demoConfig, ln.Addr()), logger); err != nil {
+				return fmt.Errorf("demo config: %w", err)
+			}
+			logger.Info("serving demo targets", "targets", demoTargets, "sd", "http://"+ln.Addr().String()+"/sd")
+		}
+
+		// Embedded etcd and NATS, reachable on loopback by extra processes.
+		etcd, err := embedded.StartEtcd(embedded.EtcdConfig{Dir: filepath.Join(dataDir, "etcd"), ClientAddr: etcdListen}, logger)
+		if err != nil {
+			return err
+		}
+		defer etcd.Close()
+		nsrv, err := embedded.StartNATS(embedded.NATSConfig{Dir: filepath.Join(dataDir, "nats"), Addr: natsListen}, logger)
+		if err != nil {
+			return err
+		}
+		defer nsrv.Close()
+		cluster := clusterOptions{etcdEndpoints: etcd.Endpoint(), etcdPrefix: prefix, natsURL: nsrv.URL(), startupTimeout: 30 * time.Second}
+		cli, err := connectEtcd(ctx, &cluster, logger)
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		nc, js, err := connectNATS(ctx, &cluster, "allot-all", logger)
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+
+		// Without an exporter configured, samples go to an in-process sink
+		// shown at /sink/, so the whole path is real from the first run.
+		if !expOpts.cfg.Configured() && (file == nil || !hasExporters(file)) {
+			snk := sink.New(1000)
+			srv.mux.Handle("/sink/", http.StripPrefix("/sink", snk.Handler()))
+			expOpts.cfg.SetOTLPEndpoint("http://" + loopback(srv.Addr()) + "/sink")
+		}
+		exp, err := expOpts.build(fs, file, srv.reg, logger)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = exp.Shutdown(sctx)
+		}()
+
+		ks := cluster.keyspace()
+		d, err := startDiscoverer(g, srv, discoverer.Config{ID: "discoverer-0", Keyspace: ks, Events: evCfg}, cfgOpts.file, cli, js, file, logger)
+		if err != nil {
+			return err
+		}
+		var scrapers []*scraper.Scraper
+		for i := 0; i < nScrapers; i++ {
+			c := scCfg
+			c.ID = fmt.Sprintf("scraper-%d", i)
+			c.Addr = loopback(srv.Addr())
+			c.Keyspace, c.Session, c.Events = ks, session, evCfg
+			reg := prometheus.WrapRegistererWith(prometheus.Labels{"scraper": c.ID}, srv.reg)
+			s, err := startScraper(g, c, cli, js, exp, reg, logger.With("scraper", c.ID))
+			if err != nil {
+				return err
+			}
+			scrapers = append(scrapers, s)
+		}
+		rb := rbCfg
+		rb.ID, rb.Keyspace, rb.Session = "rebalancer-0", ks, session
+		if _, err := startRebalancer(g, srv, rb, cli, logger); err != nil {
+			return err
+		}
+
+		src := localScrapers(d, scrapers)
+		mountTargets(srv, src)
+		g.Go("http", func(ctx context.Context) error { return srv.serve(ctx, logger) })
+
+		fmt.Fprintf(os.Stderr, `
+allot is running: %d scrapers, discoverer, rebalancer
+  status page     http://%s/targets
+  targets API     http://%s/api/v1/targets
+  sink            http://%s/sink/
+  embedded etcd   %s
+  embedded NATS   %s
+Join more scrapers with:
+  allot scraper --etcd.endpoints=%s --nats.url=%s --web.listen-address=127.0.0.1:0
+
+`, nScrapers, loopback(srv.Addr()), loopback(srv.Addr()), loopback(srv.Addr()), etcd.Endpoint(), nsrv.URL(), etcd.Endpoint(), nsrv.URL())
+		return g.Wait()
+	}
+}
+
+// hasExporters reports whether the file configures exporters.
+func hasExporters(f *configfile.File) bool {
+	keys, _ := f.AllotSections()
+	for _, k := range keys {
+		if k == "exporters" {
+			return true
+		}
+	}
+	return false
+}
+
+// loopback rewrites a wildcard listen address to one a browser can open.
+func loopback(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if host == "" || host == "::" || host == "0.0.0.0" {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// mountTargets serves the targets API and page from src.
+func mountTargets(srv *server, src web.TargetSource) {
+	srv.mux.Handle("/api/v1/targets", web.TargetsAPI(src))
+	srv.mux.Handle("/targets", web.TargetsPage(src))
+	srv.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/" {
+			http.NotFound(w, r)
+			return
+		}
+		http.Redirect(w, r, "/targets", http.StatusFound)
+	})
+}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/allot-dev/allot/pkg/configfile"
+	"github.com/allot-dev/allot/pkg/events"
+	"github.com/allot-dev/allot/pkg/leases"
+	"github.com/allot-dev/allot/pkg/web"
+	"github.com/allot-dev/allot/services/discoverer"
+	"github.com/allot-dev/allot/services/rebalancer"
+	"github.com/allot-dev/allot/services/scraper"
+)
+
+// roleOptions are the flags every networked role shares.
+type roleOptions struct {
+	log      logOptions
+	cluster  clusterOptions
+	listen   string
+	external string
+	dataDir  string
+}
+
+func (o *roleOptions) register(fs *flag.FlagSet) {
+	o.log.register(fs)
+	o.cluster.register(fs)
+	fs.StringVar(&o.listen, "web.listen-address", ":8080", "Address to serve the status pages, API and metrics on.")
+	fs.StringVar(&o.external, "web.external-address", "", "host:port others reach this process's HTTP server at (default: hostname and the listen port).")
+	fs.StringVar(&o.dataDir, "data.dir", "data", "Directory for local state (export queues).")
+}
+
+func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
+	var (
+		o     roleOptions
+		cfg   configOptions
+		evCfg events.Config
+		id    string
+	)
+	o.register(fs)
+	cfg.register(fs)
+	evCfg.RegisterFlags(fs)
+	fs.StringVar(&id, "discoverer.id", "", "Identity in the leader election (default: hostname).")
+	return func(ctx context.Context, _ []string) error {
+		logger, err := o.log.logger()
+		if err != nil {
+			return err
+		}
+		if cfg.file == "" {
+			return errors.New("--config.file is required: the discoverer needs scrape_configs")
+		}
+		file, err := configfile.Load(cfg.file, logger)
+		if err != nil {
+			return err
+		}
+		if id == "" {
+			id = hostnameOr("discoverer")
+		}
+		srv, err := newServer(o.listen)
+		if err != nil {
+			return err
+		}
+		cli, err := connectEtcd(ctx, &o.cluster, logger)
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		nc, js, err := connectNATS(ctx, &o.cluster, "allot-discoverer-"+id, logger)
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		g := newGroup(ctx)
+		ks := o.cluster.keyspace()
+		d, err := startDiscoverer(g, srv, discoverer.Config{ID: id, Keyspace: ks, Events: evCfg}, cfg.file, cli, js, file, logger)
+		if err != nil {
+			return err
+		}
+		mountTargets(srv, remoteScrapers(d, cli, ks))
+		g.Go("http", func(ctx context.Context) error { return srv.serve(ctx, logger) })
+		return g.Wait()
+	}
+}
+
+func scraperFlags(fs *flag.FlagSet) func(context.Context, []string) error {
+	var (
+		o       roleOptions
+		cfg     configOptions
+		expOpts exporterOptions
+		session leases.SessionConfig
+		evCfg   events.Config
+		scCfg   scraper.Config
+	)
+	o.register(fs)
+	cfg.register(fs)
+	expOpts.register(fs)
+	session.RegisterFlags(fs)
+	evCfg.RegisterFlags(fs)
+	scCfg.RegisterFlags(fs)
+	return func(ctx context.Context, _ []string) error {
+		logger, err := o.log.logger()
+		if err != nil {
+			return err
+		}
+		if err := session.Validate(); err != nil {
+			return err
+		}
+		var file *configfile.File
+		if cfg.file != "" {
+			if file, err = configfile.Load(cfg.file, logger); err != nil {
+				return err
+			}
+		}
+		srv, err := newServer(o.listen)
+		if err != nil {
+			return err
+		}
+		exp, err := expOpts.build(fs, file, srv.reg, logger)
+		if err != nil {
+			return err
+		}
+		defer func() {
+			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			_ = exp.Shutdown(sctx)
+		}()
+		cli, err := connectEtcd(ctx, &o.cluster, logger)
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		nc, js, err := connectNATS(ctx, &o.cluster, "allot-scraper", logger)
+		if err != nil {
+			return err
+		}
+		defer nc.Close()
+		g := newGroup(ctx)
+		scCfg.Addr = advertise(srv.Addr(), o.external)
+		scCfg.Keyspace, scCfg.Session, scCfg.Events = o.cluster.keyspace(), session, evCfg
+		s, err := startScraper(g, scCfg, cli, js, exp, srv.reg, logger)
+		if err != nil {
+			return err
+		}
+		mountTargets(srv, web.TargetSourceFunc(func(context.Context) (web.Targets, error) { return scraperTargets(s), nil }))
+		g.Go("http", func(ctx context.Context) error { return srv.serve(ctx, logger) })
+		return g.Wait()
+	}
+}
+
+func rebalancerFlags(fs *flag.FlagSet) func(context.Context, []string) error {
+	var (
+		o       roleOptions
+		session leases.SessionConfig
+		rbCfg   rebalancer.Config
+		id      string
+	)
+	o.register(fs)
+	session.RegisterFlags(fs)
+	rbCfg.RegisterFlags(fs)
+	fs.StringVar(&id, "rebalancer.id", "", "Identity in the leader election (default: hostname).")
+	return func(ctx context.Context, _ []string) error {
+		logger, err := o.log.logger()
+		if err != nil {
+			return err
+		}
+		if id == "" {
+			id = hostnameOr("rebalancer")
+		}
+		srv, err := newServer(o.listen)
+		if err != nil {
+			return err
+		}
+		cli, err := connectEtcd(ctx, &o.cluster, logger)
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		g := newGroup(ctx)
+		rbCfg.ID, rbCfg.Keyspace, rbCfg.Session = id, o.cluster.keyspace(), session
+		r, err := startRebalancer(g, srv, rbCfg, cli, logger)
+		if err != nil {
+			return err
+		}
+		srv.addReady("rebalancer", func() bool { return true })
+		_ = r
+		g.Go("http", func(ctx context.Context) error { return srv.serve(ctx, logger) })
+		return g.Wait()
+	}
+}
+
+func hostnameOr(def string) string {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		return def
+	}
+	return h
+}
+
+var _ = fmt.Sprintf

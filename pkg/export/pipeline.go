@@ -1,0 +1,310 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"go.opentelemetry.io/collector/pdata/pmetric"
+)
+
+// client sends one batch to a backend. Errors that are not *sendError are
+// taken as retryable (connection refused, timeouts).
+type client interface {
+	send(ctx context.Context, md pmetric.Metrics) error
+	close() error
+}
+
+// BatchConfig bounds a request: the sender sends once MaxPoints data points
+// are gathered or MaxWait has passed since the first of them was taken off
+// the queue. A single scrape larger than MaxPoints is sent whole.
+type BatchConfig struct {
+	MaxPoints int           `yaml:"max_points,omitempty"`
+	MaxWait   time.Duration `yaml:"max_wait,omitempty"`
+}
+
+// RetryConfig is the exponential backoff of retryable failures.
+type RetryConfig struct {
+	// InitialInterval is the first wait; each retry doubles it up to
+	// MaxInterval. A random ±Jitter fraction is applied to every wait.
+	InitialInterval time.Duration `yaml:"initial_interval,omitempty"`
+	MaxInterval     time.Duration `yaml:"max_interval,omitempty"`
+	Jitter          float64       `yaml:"jitter,omitempty"`
+	// MaxElapsed gives up on a batch (dropped, reason "retries_exhausted")
+	// after retrying it this long; 0 retries until shutdown.
+	MaxElapsed time.Duration `yaml:"max_elapsed,omitempty"`
+}
+
+// Defaults of the pipeline settings.
+const (
+	DefaultQueueSize       = 1024
+	DefaultBatchMaxPoints  = 8192
+	DefaultBatchMaxWait    = 200 * time.Millisecond
+	DefaultInitialInterval = 100 * time.Millisecond
+	DefaultMaxInterval     = 5 * time.Second
+	DefaultJitter          = 0.2
+	DefaultMaxElapsed      = 5 * time.Minute
+	DefaultTimeout         = 10 * time.Second
+)
+
+// pipelineConfig is what a pipeline needs besides its client.
+type pipelineConfig struct {
+	name    string
+	batch   BatchConfig
+	retry   RetryConfig
+	timeout time.Duration
+}
+
+func (c *pipelineConfig) setDefaults() {
+	if c.batch.MaxPoints <= 0 {
+		c.batch.MaxPoints = DefaultBatchMaxPoints
+	}
+	if c.batch.MaxWait <= 0 {
+		c.batch.MaxWait = DefaultBatchMaxWait
+	}
+	if c.retry.InitialInterval <= 0 {
+		c.retry.InitialInterval = DefaultInitialInterval
+	}
+	if c.retry.MaxInterval <= 0 {
+		c.retry.MaxInterval = DefaultMaxInterval
+	}
+	if c.retry.Jitter < 0 || c.retry.Jitter >= 1 {
+		c.retry.Jitter = DefaultJitter
+	}
+	if c.timeout <= 0 {
+		c.timeout = DefaultTimeout
+	}
+}
+
+// pipeline is a queue and the goroutine that empties it into a client.
+type pipeline struct {
+	cfg     pipelineConfig
+	q       queue
+	c       client
+	m       *exporterMetrics
+	logger  *slog.Logger
+	drops   dropLog
+	closing atomic.Bool
+
+	// waitCtx is cancelled by Shutdown: stop waiting for more, drain.
+	waitCtx    context.Context
+	stopWait   context.CancelFunc
+	sendCtx    context.Context // cancelled when Shutdown's deadline passes
+	cancelSend context.CancelFunc
+	done       chan struct{}
+	shutdown   sync.Once
+}
+
+func newPipeline(cfg pipelineConfig, q queue, c client, m *metrics, logger *slog.Logger) *pipeline {
+	cfg.setDefaults()
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	p := &pipeline{
+		cfg:    cfg,
+		q:      q,
+		c:      c,
+		m:      m.forExporter(cfg.name),
+		logger: logger.With("component", "export", "exporter", cfg.name),
+		done:   make(chan struct{}),
+	}
+	p.waitCtx, p.stopWait = context.WithCancel(context.Background())
+	p.sendCtx, p.cancelSend = context.WithCancel(context.Background())
+	p.m.queueCapacity.Set(float64(q.capacity()))
+	p.m.queueLength.Set(float64(q.len()))
+	go p.run()
+	return p
+}
+
+// ConsumeMetrics queues md. It fails at once when the queue is full.
+func (p *pipeline) ConsumeMetrics(_ context.Context, md pmetric.Metrics) error {
+	if p.closing.Load() {
+		return ErrShutdown
+	}
+	if err := p.q.put(md); err != nil {
+		p.m.dropped(reasonQueueFull, md.DataPointCount())
+		p.drops.note(p.logger, reasonQueueFull, err)
+		return err
+	}
+	p.m.queueLength.Set(float64(p.q.len()))
+	return nil
+}
+
+// Shutdown stops accepting, sends what is queued until ctx ends, then
+// cancels the send in flight and stops the sender. What a persistent queue
+// still holds stays on disk for the next start.
+func (p *pipeline) Shutdown(ctx context.Context) error {
+	p.shutdown.Do(func() {
+		p.closing.Store(true)
+		p.stopWait()
+	})
+	var err error
+	select {
+	case <-p.done:
+	case <-ctx.Done():
+		p.cancelSend()
+		<-p.done
+		err = ctx.Err()
+	}
+	p.cancelSend()
+	if cerr := p.c.close(); cerr != nil && err == nil {
+		err = cerr
+	}
+	if qerr := p.q.close(); qerr != nil && err == nil {
+		err = qerr
+	}
+	return err
+}
+
+func (p *pipeline) run() {
+	defer close(p.done)
+	for {
+		first, err := p.q.get(p.waitCtx)
+		if err != nil {
+			return // shut down and drained
+		}
+		batch, last, points := p.gather(first)
+		p.deliver(batch, points)
+		if err := p.q.ack(last); err != nil {
+			p.logger.Error("ack queue", "err", err)
+		}
+		p.m.queueLength.Set(float64(p.q.len()))
+		if p.sendCtx.Err() != nil {
+			p.dropRest()
+			return
+		}
+	}
+}
+
+// gather builds a batch starting with first: more queued scrapes until
+// MaxPoints or MaxWait.
+func (p *pipeline) gather(first item) (pmetric.Metrics, item, int) {
+	batch, last, points := first.md, first, first.points
+	if points >= p.cfg.batch.MaxPoints {
+		return batch, last, points
+	}
+	ctx, cancel := context.WithTimeout(p.waitCtx, p.cfg.batch.MaxWait)
+	defer cancel()
+	for points < p.cfg.batch.MaxPoints {
+		it, err := p.q.get(ctx)
+		if err != nil {
+			break
+		}
+		it.md.ResourceMetrics().MoveAndAppendTo(batch.ResourceMetrics())
+		points += it.points
+		last = it
+	}
+	return batch, last, points
+}
+
+// deliver sends a batch, retrying what may pass, until it is sent, dropped
+// for good, or the exporter is stopped.
+func (p *pipeline) deliver(md pmetric.Metrics, points int) {
+	start := time.Now()
+	wait := p.cfg.retry.InitialInterval
+	for {
+		ctx, cancel := context.WithTimeout(p.sendCtx, p.cfg.timeout)
+		t0 := time.Now()
+		err := p.c.send(ctx, md)
+		cancel()
+		p.m.latency.Observe(time.Since(t0).Seconds())
+		if err == nil {
+			p.m.sentPoints.Add(float64(points))
+			p.m.sentBatches.Inc()
+			return
+		}
+		p.m.failed.Inc()
+		var se *sendError
+		if errors.As(err, &se) && !se.retryable {
+			p.m.dropped(se.reason, points)
+			p.drops.note(p.logger, se.reason, err)
+			return
+		}
+		if p.sendCtx.Err() != nil {
+			p.m.dropped(reasonShutdown, points)
+			p.drops.note(p.logger, reasonShutdown, err)
+			return
+		}
+		if max := p.cfg.retry.MaxElapsed; max > 0 && time.Since(start) > max {
+			p.m.dropped(reasonRetriesExhausted, points)
+			p.drops.note(p.logger, reasonRetriesExhausted, err)
+			return
+		}
+		d := jitter(wait, p.cfg.retry.Jitter)
+		if se != nil && se.retryAfter > d {
+			d = se.retryAfter
+		}
+		p.logger.Debug("send failed, retrying", "err", err, "in", d)
+		p.m.retried.Inc()
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-p.sendCtx.Done():
+			t.Stop()
+		}
+		wait = min(2*wait, p.cfg.retry.MaxInterval)
+	}
+}
+
+// dropRest counts what a stopped in-memory pipeline still holds. A
+// persistent queue keeps it instead.
+func (p *pipeline) dropRest() {
+	if _, ok := p.q.(*memQueue); !ok {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	for {
+		it, err := p.q.get(ctx)
+		if err != nil {
+			return
+		}
+		p.m.dropped(reasonShutdown, it.points)
+		_ = p.q.ack(it)
+	}
+}
+
+func jitter(d time.Duration, f float64) time.Duration {
+	if f <= 0 {
+		return d
+	}
+	return time.Duration(float64(d) * (1 + f*(2*rand.Float64()-1)))
+}
+
+// Drop reasons.
+const (
+	reasonQueueFull        = "queue_full"
+	reasonShutdown         = "shutdown"
+	reasonRetriesExhausted = "retries_exhausted"
+)
+
+// dropLog logs dropped data once per burst: the first drop, then nothing
+// until a minute without drops has passed, then a summary with the count.
+type dropLog struct {
+	mu         sync.Mutex
+	last       time.Time
+	suppressed int
+}
+
+const dropBurst = time.Minute
+
+func (d *dropLog) note(logger *slog.Logger, reason string, err error) {
+	d.mu.Lock()
+	now := time.Now()
+	quiet := now.Sub(d.last) > dropBurst
+	d.last = now
+	n := d.suppressed
+	if quiet {
+		d.suppressed = 0
+	} else {
+		d.suppressed++
+	}
+	d.mu.Unlock()
+	if quiet {
+		logger.Warn("dropping metrics", "reason", reason, "err", err, "dropped_since_last_log", n)
+	}
+}

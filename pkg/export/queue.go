@@ -1,0 +1,102 @@
+package export
+
+import (
+	"context"
+	"sync"
+
+	"go.opentelemetry.io/collector/pdata/pmetric"
+)
+
+// queue holds scrapes between ConsumeMetrics and the sender. Put never
+// blocks; get blocks until an item is there or ctx ends; an item is
+// removed by ack, once the sender is done with it (sent or dropped), so a
+// persistent queue can hand it out again after a crash.
+type queue interface {
+	// put adds md or fails with ErrQueueFull.
+	put(md pmetric.Metrics) error
+	// get waits for the oldest unacked item not handed out yet.
+	get(ctx context.Context) (item, error)
+	// ack removes every item up to and including it.
+	ack(it item) error
+	// len is the number of items not acked; capacity the bound on it.
+	len() int
+	capacity() int
+	close() error
+}
+
+// item is one queued scrape.
+type item struct {
+	md     pmetric.Metrics
+	points int
+	seq    uint64
+}
+
+// memQueue is a bounded in-memory FIFO.
+type memQueue struct {
+	mu       sync.Mutex
+	items    []item // unacked; items[:handed] are handed out
+	handed   int
+	cap      int
+	seq      uint64
+	notEmpty chan struct{} // 1-slot trigger
+}
+
+func newMemQueue(capacity int) *memQueue {
+	return &memQueue{cap: capacity, notEmpty: make(chan struct{}, 1)}
+}
+
+func (q *memQueue) put(md pmetric.Metrics) error {
+	q.mu.Lock()
+	if len(q.items) >= q.cap {
+		q.mu.Unlock()
+		return ErrQueueFull
+	}
+	q.seq++
+	q.items = append(q.items, item{md: md, points: md.DataPointCount(), seq: q.seq})
+	q.mu.Unlock()
+	select {
+	case q.notEmpty <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+func (q *memQueue) get(ctx context.Context) (item, error) {
+	for {
+		q.mu.Lock()
+		if q.handed < len(q.items) {
+			it := q.items[q.handed]
+			q.handed++
+			q.mu.Unlock()
+			return it, nil
+		}
+		q.mu.Unlock()
+		select {
+		case <-q.notEmpty:
+		case <-ctx.Done():
+			return item{}, ctx.Err()
+		}
+	}
+}
+
+func (q *memQueue) ack(it item) error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	n := 0
+	for n < q.handed && q.items[n].seq <= it.seq {
+		n++
+	}
+	clear(q.items[:n])
+	q.items = q.items[n:]
+	q.handed -= n
+	return nil
+}
+
+func (q *memQueue) len() int {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return len(q.items)
+}
+
+func (q *memQueue) capacity() int { return q.cap }
+func (q *memQueue) close() error  { return nil }

@@ -1,0 +1,321 @@
+package scraper
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/allot-dev/allot/pkg/embedded"
+	"github.com/allot-dev/allot/pkg/events"
+	"github.com/allot-dev/allot/pkg/leases"
+)
+
+const (
+	testInterval = time.Second
+	testTTL      = 2 * time.Second
+	testJob      = "pool"
+)
+
+// testJobConfig strips nothing it should not: the relabel rule would drop
+// every target if it were applied again, and the metric relabel rule must
+// still drop dropped_metric.
+const testJobConfig = `
+scrape_interval: 1s
+scrape_timeout: 500ms
+static_configs: [{targets: ["never-scraped:1"]}]
+relabel_configs:
+- {action: drop, source_labels: [__address__], regex: ".+"}
+metric_relabel_configs:
+- {action: drop, source_labels: [__name__], regex: dropped_metric}
+`
+
+// fixture is one allot pool in a test: embedded etcd and NATS, a catalog
+// publisher, an HTTP server serving every test target, and a sink.
+type fixture struct {
+	t    *testing.T
+	etcd *embedded.Etcd
+	cli  *clientv3.Client
+	nats *embedded.NATS
+	js   jetstream.JetStream
+	pub  *events.Publisher
+	srv  *httptest.Server
+	sink *recorder
+	ks   leases.Keyspace
+	job  events.Job
+}
+
+func newFixture(t *testing.T) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	e, err := embedded.StartEtcd(embedded.EtcdConfig{Dir: filepath.Join(dir, "etcd")}, nil)
+	require.NoError(t, err)
+	t.Cleanup(e.Close)
+	cli, err := e.Client()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = cli.Close() })
+	n, err := embedded.StartNATS(embedded.NATSConfig{Dir: filepath.Join(dir, "nats")}, nil)
+	require.NoError(t, err)
+	t.Cleanup(n.Close)
+	nc, err := nats.Connect(n.URL())
+	require.NoError(t, err)
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	require.NoError(t, err)
+	pub, err := events.NewPublisher(context.Background(), js, events.Config{}, nil, nil)
+	require.NoError(t, err)
+	srv := httptest.NewServer(http.HandlerFunc(serveMetrics))
+	t.Cleanup(srv.Close)
+
+	f := &fixture{
+		t: t, etcd: e, cli: cli, nats: n, js: js, pub: pub, srv: srv,
+		sink: &recorder{},
+		ks:   leases.NewKeyspace("/test/"),
+		job:  events.NewJob(testJob, testJobConfig),
+	}
+	require.NoError(t, pub.PutJob(context.Background(), f.job))
+	return f
+}
+
+// serveMetrics serves every test target: /t/<n>/metrics answers with a few
+// series, /garbage/... with text that does not parse, /slow/... not before
+// the scrape timeout.
+func serveMetrics(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case strings.HasPrefix(r.URL.Path, "/garbage/"):
+		_, _ = w.Write([]byte("this is { not the exposition format\n"))
+	case strings.HasPrefix(r.URL.Path, "/slow/"):
+		select {
+		case <-r.Context().Done():
+		case <-time.After(3 * time.Second):
+		}
+	default:
+		_, _ = fmt.Fprintf(w, "# TYPE requests_total counter\nrequests_total{path=%q} 42\n# TYPE temperature gauge\ntemperature 21.5\ndropped_metric 1\n", r.URL.Path)
+	}
+}
+
+// target is the catalog entry of the test target at path, with the labels
+// a discoverer would publish.
+func (f *fixture) target(path string) events.Target {
+	u, err := url.Parse(f.srv.URL)
+	require.NoError(f.t, err)
+	return events.NewTarget(testJob, map[string]string{
+		"__address__":         u.Host,
+		"__metrics_path__":    path,
+		"__scheme__":          "http",
+		"__scrape_interval__": "1s",
+		"__scrape_timeout__":  "500ms",
+		"instance":            path,
+		"job":                 testJob,
+	}, f.job.Hash)
+}
+
+// putTargets publishes n targets /t/<prefix><i>/metrics and returns them.
+func (f *fixture) putTargets(prefix string, n int) []events.Target {
+	ts := make([]events.Target, n)
+	for i := range ts {
+		ts[i] = f.target(fmt.Sprintf("/t/%s%d/metrics", prefix, i))
+	}
+	require.NoError(f.t, f.pub.PutTargets(context.Background(), ts))
+	return ts
+}
+
+// claims returns the owner of every claimed target.
+func (f *fixture) claims() map[string]string {
+	cs, _, err := leases.ListClaims(context.Background(), f.cli, f.ks)
+	require.NoError(f.t, err)
+	out := make(map[string]string, len(cs))
+	for id, c := range cs {
+		out[id] = c.Owner
+	}
+	return out
+}
+
+func (f *fixture) waitMembers(ids ...string) {
+	f.t.Helper()
+	slices.Sort(ids)
+	require.Eventually(f.t, func() bool {
+		ms, _, err := leases.ListMembers(context.Background(), f.cli, f.ks)
+		if err != nil {
+			return false
+		}
+		var got []string
+		for _, m := range ms {
+			got = append(got, m.ID)
+		}
+		return slices.Equal(got, ids)
+	}, 20*time.Second, 20*time.Millisecond, "members %v", ids)
+}
+
+// running is one scraper running in the test.
+type running struct {
+	f      *fixture
+	s      *Scraper
+	reg    *prometheus.Registry
+	cancel context.CancelFunc
+	done   chan error
+	once   sync.Once
+}
+
+func (f *fixture) start(id string) *running {
+	f.t.Helper()
+	cli, err := f.etcd.Client()
+	require.NoError(f.t, err)
+	nc, err := nats.Connect(f.nats.URL())
+	require.NoError(f.t, err)
+	js, err := jetstream.New(nc)
+	require.NoError(f.t, err)
+	reg := prometheus.NewRegistry()
+	s, err := New(Config{
+		ID:           id,
+		Addr:         "test:" + id,
+		Keyspace:     f.ks,
+		Session:      leases.SessionConfig{TTL: testTTL},
+		LoadInterval: time.Second,
+	}, cli, js, f.sink.For(id), reg, testLogger())
+	require.NoError(f.t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{f: f, s: s, reg: reg, cancel: cancel, done: make(chan error, 1)}
+	go func() { r.done <- s.Run(ctx) }()
+	f.t.Cleanup(func() {
+		r.stop()
+		nc.Close()
+		_ = cli.Close()
+	})
+	return r
+}
+
+// stop stops the scraper gracefully and waits for Run to return.
+func (r *running) stop() {
+	r.once.Do(func() {
+		r.cancel()
+		select {
+		case err := <-r.done:
+			require.NoError(r.f.t, err)
+		case <-time.After(30 * time.Second):
+			r.f.t.Fatalf("scraper %s did not stop", r.s.ID())
+		}
+	})
+}
+
+// kill makes the scraper vanish as a killed process would (its lease is
+// left to expire) and waits until its goroutines are gone.
+func (r *running) kill() {
+	r.s.crash()
+	r.stop()
+}
+
+// owned is the set of target ids the scraper reports as its own.
+func (r *running) owned() map[string]TargetStatus {
+	out := map[string]TargetStatus{}
+	for _, ts := range r.s.Targets() {
+		out[ts.ID] = ts
+	}
+	return out
+}
+
+// counter sums the samples of a counter family in the scraper's registry.
+func (r *running) counter(name string) float64 {
+	mfs, err := r.reg.Gather()
+	require.NoError(r.f.t, err)
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += metricValue(m)
+		}
+	}
+	return sum
+}
+
+func metricValue(m *dto.Metric) float64 {
+	switch {
+	case m.Counter != nil:
+		return m.Counter.GetValue()
+	case m.Gauge != nil:
+		return m.Gauge.GetValue()
+	}
+	return 0
+}
+
+func testLogger() *slog.Logger {
+	if os.Getenv("ALLOT_TEST_LOG") == "" {
+		return nil
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+}
+
+// observe lets the pool run for d: a measurement window, not a wait for a
+// condition.
+func observe(d time.Duration) { <-time.After(d) }
+
+// checkEveryInterval asserts that in [from, to) every target in ids has
+// exactly one sample per scrape interval, all from one scraper. It returns
+// the scraper of each target.
+func checkEveryInterval(t *testing.T, sink *recorder, ids []string, from, to time.Time) map[string]string {
+	t.Helper()
+	owner := map[string]string{}
+	bt := sink.byTarget()
+	lo, hi := from.UnixMilli(), to.UnixMilli()
+	iv := testInterval.Milliseconds()
+	for _, id := range ids {
+		var ts []int64
+		scrapers := map[string]bool{}
+		for _, b := range bt[id] {
+			if b.ts >= lo && b.ts < hi {
+				ts = append(ts, b.ts)
+				scrapers[b.scraper] = true
+			}
+		}
+		require.Len(t, scrapers, 1, "target %s scraped by %v", id, scrapers)
+		for s := range scrapers {
+			owner[id] = s
+		}
+		slices.Sort(ts)
+		require.NotEmpty(t, ts, "target %s", id)
+		require.Less(t, ts[0]-lo, iv*3/2, "target %s: first sample late", id)
+		require.Less(t, hi-ts[len(ts)-1], iv*3/2, "target %s: last sample early", id)
+		for i := 1; i < len(ts); i++ {
+			d := ts[i] - ts[i-1]
+			require.True(t, d >= iv/2 && d <= iv*3/2, "target %s: samples %d ms apart", id, d)
+		}
+	}
+	return owner
+}
+
+func ids(ts []events.Target) []string {
+	out := make([]string, len(ts))
+	for i, t := range ts {
+		out[i] = t.ID
+	}
+	return out
+}
+
+// firstAfter is the first non-stale batch of target id committed by one of
+// scrapers after t.
+func firstAfter(sink *recorder, id string, t time.Time, scrapers ...string) (batch, bool) {
+	for _, b := range sink.snapshot() {
+		if b.target == id && !b.stale && b.at.After(t) && slices.Contains(scrapers, b.scraper) {
+			return b, true
+		}
+	}
+	return batch{}, false
+}
