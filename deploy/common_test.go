@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -90,18 +91,27 @@ func flagValue(args []string, name string) (string, bool) {
 	return "", false
 }
 
-// commonFlags are flags every allot subcommand that runs a role accepts;
-// roleFlags adds each role's own. Deployment files may pass only these, so
-// a typo fails here instead of in a crash loop.
+// The flags of each allot subcommand that deployment files may pass, so a
+// typo or a flag a role does not have fails here instead of in a crash loop.
+// They mirror cmd/allot (log, cluster and web options) and the RegisterFlags
+// of leases.SessionConfig, events.Config, discoverer.Config, scraper.Config,
+// rebalancer.Config and export.Config; only the ones deployments use are
+// listed.
 var (
-	commonFlags = []string{"config.file", "web.listen-address", "log.level", "log.format",
-		"etcd.endpoints", "etcd.prefix", "nats.url", "startup.timeout"}
-	roleFlags = map[string][]string{
-		"discoverer": nil,
-		"rebalancer": nil,
-		"scraper":    {"otlp.endpoint", "lease.ttl"},
-		"demo":       {"demo.targets"},
-		"sink":       nil,
+	logFlags  = []string{"log.level", "log.format"}
+	roleFlags = []string{"etcd.endpoints", "etcd.prefix", "nats.url", "startup.timeout",
+		"web.listen-address", "web.external-address", "data.dir"}
+	eventFlags = []string{"events.replicas", "events.jobs-bucket", "events.targets-bucket"}
+	leaseFlags = []string{"lease.ttl", "lease.margin"}
+	flagsOf    = map[string][]string{
+		"discoverer": slices.Concat(logFlags, roleFlags, eventFlags,
+			[]string{"config.file", "discoverer.id", "discoverer.election-ttl"}),
+		"scraper": slices.Concat(logFlags, roleFlags, eventFlags, leaseFlags,
+			[]string{"config.file", "otlp.endpoint", "scraper.id", "scraper.zone", "scraper.weight", "scraper.claim-grace"}),
+		"rebalancer": slices.Concat(logFlags, roleFlags, leaseFlags,
+			[]string{"rebalancer.id", "rebalancer.interval", "rebalancer.tolerance", "rebalancer.moves-per-second"}),
+		"demo": slices.Concat(logFlags, []string{"web.listen-address", "demo.targets", "demo.advertise"}),
+		"sink": slices.Concat(logFlags, []string{"web.listen-address", "sink.samples-per-series"}),
 	}
 )
 
@@ -115,13 +125,13 @@ func checkAllotArgs(t *testing.T, where string, args []string) {
 		t.Errorf("%s: no allot subcommand", where)
 		return
 	}
-	extra, ok := roleFlags[args[0]]
+	flags, ok := flagsOf[args[0]]
 	if !ok {
 		t.Errorf("%s: unknown allot subcommand %q", where, args[0])
 		return
 	}
 	allowed := map[string]bool{}
-	for _, f := range append(append([]string{}, commonFlags...), extra...) {
+	for _, f := range flags {
 		allowed[f] = true
 	}
 	for _, a := range args[1:] {

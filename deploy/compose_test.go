@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -212,6 +213,12 @@ func checkComposeAllot(t *testing.T, f composeFile, name string, s composeServic
 			if _, ok := s.DependsOn[u.Hostname()]; !ok {
 				t.Errorf("does not depend on %s", u.Hostname())
 			}
+		}
+	}
+	if role == "discoverer" || role == "scraper" {
+		// JetStream KV buckets as replicated as the NATS cluster is large.
+		if got, want := argOf(s.Command, "events.replicas"), strconv.Itoa(len(strings.Split(natsURLs, ","))); got != want {
+			t.Errorf("--events.replicas=%s, want %s (one per NATS server)", got, want)
 		}
 	}
 	if role == "scraper" {

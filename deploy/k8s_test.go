@@ -6,6 +6,7 @@ import (
 	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -290,6 +291,9 @@ func TestKustomizeOverlays(t *testing.T) {
 				if endpoints.Data["OTLP_ENDPOINT"] == "" {
 					t.Error("OTLP_ENDPOINT is empty")
 				}
+				if n, err := strconv.Atoi(endpoints.Data["EVENTS_REPLICAS"]); err != nil || n < 1 || n > 5 {
+					t.Errorf("EVENTS_REPLICAS=%q: want 1 to 5", endpoints.Data["EVENTS_REPLICAS"])
+				}
 			})
 
 			t.Run("config", func(t *testing.T) {
@@ -354,6 +358,9 @@ func TestKustomizeOverlays(t *testing.T) {
 				}
 				if nats := r.statefulSets["nats"]; nats != nil {
 					checkNATS(t, r, nats, tc.nats)
+					if got, want := endpoints.Data["EVENTS_REPLICAS"], fmt.Sprint(min(3, ptrVal(nats.Spec.Replicas, 1))); got != want {
+						t.Errorf("EVENTS_REPLICAS=%s, want %s: the catalog should survive a NATS server down", got, want)
+					}
 				}
 			})
 		})

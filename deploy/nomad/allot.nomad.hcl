@@ -25,6 +25,12 @@ variable "otlp_endpoint" {
   description = "Where scrapers send OTLP."
 }
 
+variable "events_replicas" {
+  type        = number
+  default     = 3
+  description = "Replicas of the catalog's JetStream KV buckets: the number of NATS servers, up to 3."
+}
+
 variable "scrapers" {
   type    = number
   default = 3
@@ -79,6 +85,8 @@ job "allot" {
           "--config.file=/local/allot.yml",
           "--etcd.endpoints=${ETCD_ENDPOINTS}",
           "--nats.url=${NATS_URL}",
+          "--events.replicas=${var.events_replicas}",
+          "--web.external-address=${NOMAD_ADDR_http}",
           "--log.format=json",
         ]
       }
@@ -164,6 +172,7 @@ job "allot" {
         args = [
           "rebalancer",
           "--etcd.endpoints=${ETCD_ENDPOINTS}",
+          "--web.external-address=${NOMAD_ADDR_http}",
           "--log.format=json",
         ]
       }
@@ -226,7 +235,9 @@ job "allot" {
           "scraper",
           "--etcd.endpoints=${ETCD_ENDPOINTS}",
           "--nats.url=${NATS_URL}",
+          "--events.replicas=${var.events_replicas}",
           "--otlp.endpoint=${var.otlp_endpoint}",
+          "--web.external-address=${NOMAD_ADDR_http}",
           "--lease.ttl=5s",
           "--log.format=json",
         ]

@@ -116,7 +116,7 @@ job "etcd" {
             "--initial-cluster-token=allot",
             "--initial-cluster-state=new",
             "--auto-compaction-mode=periodic",
-            "--auto-compaction-retention=10m",
+            "--auto-compaction-retention=5m",
             "--quota-backend-bytes=4294967296",
           ]
         }

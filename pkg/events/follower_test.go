@@ -111,7 +111,7 @@ func TestFollowerSlots(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	require.NoError(t, e.pub.PutJob(ctx, NewJob("node", "x")))
-	require.NoError(t, e.pub.PutTargets(ctx, targets("node", 0, 3000)))
+	require.NoError(t, e.pub.PutTargets(ctx, targets("node", 0, 2000)))
 
 	mine := func(s int) bool { return s%20 == 3 }
 	reg := prometheus.NewRegistry()
@@ -119,7 +119,7 @@ func TestFollowerSlots(t *testing.T) {
 	f := e.follower(t, rec, slotsWhere(mine), reg)
 	want := readBucket(t, e.js, mine)
 	require.NotEmpty(t, want)
-	require.Less(t, len(want), 3000/10)
+	require.Less(t, len(want), 2000/10)
 	eventually(t, "slot share", func() error {
 		if rec.syncCount() == 0 {
 			return errors.New("not synced")
@@ -132,7 +132,7 @@ func TestFollowerSlots(t *testing.T) {
 
 	// Live changes outside the slots are not delivered either.
 	outside, inside := -1, -1
-	for i := 3000; outside < 0 || inside < 0; i++ {
+	for i := 2000; outside < 0 || inside < 0; i++ {
 		if mine(SlotOf(target("node", i).ID)) {
 			inside = i
 		} else {
@@ -416,20 +416,21 @@ func TestFollowerTrackMany(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	require.NoError(t, e.pub.PutJob(ctx, NewJob("node", "x")))
-	ts := targets("node", 0, 12000)
-	require.NoError(t, e.pub.PutTargets(ctx, ts))
 	var group0, others []Target
-	for _, tg := range ts {
+	for i := 0; len(group0) < maxTrackKeys+300 || len(others) < 10; i++ {
+		tg := target("node", i)
 		if SlotOf(tg.ID)%trackGroups == 0 {
 			group0 = append(group0, tg)
 		} else if len(others) < 10 {
 			others = append(others, tg)
 		}
 	}
-	require.Greater(t, len(group0), maxTrackKeys+200)
+	require.NoError(t, e.pub.PutTargets(ctx, append(group0, others...)))
+	// More than maxTrackKeys in group 0: that watch follows their slots,
+	// where the untracked rest of group0 lives too.
 	track := group0[:maxTrackKeys+100]
 	rec := newRecorder()
-	f := e.follower(t, rec, nil, nil)
+	f := e.follower(t, rec, nil, prometheus.NewRegistry())
 	f.Track(append(ids(track), ids(others)...)...)
 	want := map[string]Target{}
 	for _, tg := range append(track, others...) {
@@ -441,6 +442,8 @@ func TestFollowerTrackMany(t *testing.T) {
 		}
 		return sameTargets(rec.snapshotTargets(), want)
 	})
+	require.Greater(t, testutil.ToFloat64(f.m.received.WithLabelValues(bucketTargets, opPut)), float64(len(want)+100),
+		"the slot fallback read untracked targets (and dropped them)")
 }
 
 // The follower resumes after NATS restarts, and repairs a window it missed
@@ -548,6 +551,9 @@ func TestFollowerMetricsShared(t *testing.T) {
 	gauge := f1.m.followedSlots
 	require.Same(t, f1.m.followedSlots, f2.m.followedSlots)
 	eventually(t, "gauge", func() error {
+		if r1.syncCount() == 0 || r2.syncCount() == 0 {
+			return errors.New("not synced")
+		}
 		if v := testutil.ToFloat64(gauge); v != 7 {
 			return fmt.Errorf("followed slots %v", v)
 		}

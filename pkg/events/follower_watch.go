@@ -32,7 +32,11 @@ func (r *run) startWatch(w *watch, reason string) bool {
 	created.Store(true)
 	watchdog.Stop()
 	if err == nil && ctx.Err() != nil {
-		_ = kw.Stop()
+		r.drains.Add(1)
+		go func(done <-chan struct{}) {
+			defer r.drains.Done()
+			<-done
+		}(stopWatcher(kw))
 		err = ctx.Err()
 	}
 	if err != nil {
@@ -97,9 +101,9 @@ func (r *run) shutdown() {
 	for _, w := range r.all() {
 		r.stopWatch(w)
 	}
-	if r.f.nslots > 0 {
+	if r.f.gaugeSlots != 0 {
 		// The gauge sums over followers; this one no longer follows.
-		r.f.m.followedSlots.Sub(float64(r.f.nslots))
+		r.f.m.followedSlots.Sub(float64(r.f.gaugeSlots))
 		r.f.gaugeSlots = 0
 	}
 	done := make(chan struct{})
@@ -180,7 +184,10 @@ func (r *run) handle(ev watchEvent) {
 		return // from a watcher stopped since
 	}
 	if ev.closed {
-		r.f.log.Warn("watch ended; restarting", "bucket", w.bucket())
+		// Backoff, in case the server keeps ending it at once.
+		w.failures++
+		w.retryAt = time.Now().Add(backoff(w.failures))
+		r.f.log.Warn("watch ended; restarting", "bucket", w.bucket(), "retry_in", backoff(w.failures))
 		r.stopWatch(w)
 		w.dirty = "closed"
 		return

@@ -19,8 +19,9 @@ const (
 	// well below nats.go's default of 4000 pending acks per JetStream
 	// context, which the caller may share with other publishers.
 	publishWindow = 512
-	// ackTimeout bounds the wait for one publish ack, so a lost connection
-	// turns into an error instead of a hang when ctx has no deadline.
+	// ackTimeout bounds the wait for the next publish ack, so a lost
+	// connection turns into an error instead of a hang when ctx has no
+	// deadline.
 	ackTimeout = 10 * time.Second
 
 	// kvOpHeader marks a KV delete; nats.go does not export these names.
@@ -36,6 +37,7 @@ type Publisher struct {
 	jobs       jetstream.KeyValue
 	targets    jetstream.KeyValue
 	targetsPre string // "$KV.<bucket>.", the subject prefix of target keys
+	ackTimeout time.Duration
 	m          *publisherMetrics
 	log        *slog.Logger
 }
@@ -57,6 +59,7 @@ func NewPublisher(ctx context.Context, js jetstream.JetStream, cfg Config, reg p
 		jobs:       jobs,
 		targets:    targets,
 		targetsPre: "$KV." + cfg.TargetsBucket + ".",
+		ackTimeout: ackTimeout,
 		m:          newPublisherMetrics(reg),
 		log:        logger.With("component", "events-publisher"),
 	}, nil
@@ -105,7 +108,7 @@ func (p *Publisher) PutTargets(ctx context.Context, ts []Target) error {
 		}
 		msgs[i] = &nats.Msg{Subject: p.targetsPre + TargetKey(t.ID), Data: b}
 	}
-	if err := p.publish(ctx, msgs); err != nil {
+	if err := p.publish(ctx, msgs, opPut); err != nil {
 		return fmt.Errorf("put targets: %w", err)
 	}
 	return nil
@@ -123,60 +126,54 @@ func (p *Publisher) DeleteTargets(ctx context.Context, ids []string) error {
 		m.Header.Set(kvOpHeader, kvOpDelete)
 		msgs[i] = m
 	}
-	if err := p.publish(ctx, msgs); err != nil {
+	if err := p.publish(ctx, msgs, opDelete); err != nil {
 		return fmt.Errorf("delete targets: %w", err)
 	}
 	return nil
 }
 
 // publish sends msgs with at most publishWindow acks outstanding and waits
-// for all of them.
-func (p *Publisher) publish(ctx context.Context, msgs []*nats.Msg) error {
+// for all of them. op is the metric label of the messages.
+func (p *Publisher) publish(ctx context.Context, msgs []*nats.Msg, op string) error {
 	type inflight struct {
 		f   jetstream.PubAckFuture
-		msg *nats.Msg
+		key string
 	}
 	var (
 		window   = make([]inflight, 0, min(len(msgs), publishWindow))
+		acked    int
 		failed   int
 		firstErr error
-		puts     int
-		deletes  int
-		timer    = time.NewTimer(ackTimeout)
+		timer    = time.NewTimer(p.ackTimeout)
 	)
 	defer timer.Stop()
-	defer func() {
-		p.m.published.WithLabelValues(bucketTargets, opPut).Add(float64(puts))
-		p.m.published.WithLabelValues(bucketTargets, opDelete).Add(float64(deletes))
-	}()
-	fail := func(m *nats.Msg, err error) {
+	defer func() { p.m.published.WithLabelValues(bucketTargets, op).Add(float64(acked)) }()
+	fail := func(key string, err error) {
 		failed++
 		if firstErr == nil {
-			firstErr = fmt.Errorf("%s: %w", m.Subject[len(p.targetsPre):], err)
+			firstErr = fmt.Errorf("%s: %w", key, err)
 		}
 	}
+	// await waits for one ack. It gives up on the whole batch when no ack
+	// came for ackTimeout (a lost connection), rather than once per message.
 	await := func(in inflight) error {
+		select {
+		case <-in.f.Ok():
+			acked++
+		case err := <-in.f.Err():
+			fail(in.key, err)
+		case <-timer.C:
+			return fmt.Errorf("no ack within %s, %d of %d unacknowledged", p.ackTimeout, len(msgs)-acked, len(msgs))
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 		if !timer.Stop() {
 			select {
 			case <-timer.C:
 			default:
 			}
 		}
-		timer.Reset(ackTimeout)
-		select {
-		case <-in.f.Ok():
-			if in.msg.Header != nil {
-				deletes++
-			} else {
-				puts++
-			}
-		case err := <-in.f.Err():
-			fail(in.msg, err)
-		case <-timer.C:
-			fail(in.msg, errors.New("no ack within "+ackTimeout.String()))
-		case <-ctx.Done():
-			return ctx.Err()
-		}
+		timer.Reset(p.ackTimeout)
 		return nil
 	}
 	for _, m := range msgs {
@@ -186,12 +183,13 @@ func (p *Publisher) publish(ctx context.Context, msgs []*nats.Msg) error {
 			}
 			window = append(window[:0], window[1:]...)
 		}
-		f, err := p.js.PublishMsgAsync(m, jetstream.WithStallWait(ackTimeout))
+		key := m.Subject[len(p.targetsPre):]
+		f, err := p.js.PublishMsgAsync(m, jetstream.WithStallWait(p.ackTimeout))
 		if err != nil {
-			fail(m, err)
+			fail(key, err)
 			continue
 		}
-		window = append(window, inflight{f, m})
+		window = append(window, inflight{f, key})
 	}
 	for _, in := range window {
 		if err := await(in); err != nil {
@@ -258,7 +256,12 @@ func listBucket(ctx context.Context, kv jetstream.KeyValue, fn func(jetstream.Ke
 	if err != nil {
 		return err
 	}
-	defer stopWatcher(w)
+	defer func() {
+		select {
+		case <-stopWatcher(w):
+		case <-time.After(5 * time.Second):
+		}
+	}()
 	for {
 		select {
 		case e, ok := <-w.Updates():

@@ -33,6 +33,9 @@ type sendError struct {
 	retryable  bool
 	retryAfter time.Duration
 	reason     string
+	// partial is the number of points a backend refused in an otherwise
+	// accepted request (OTLP partial success).
+	partial int
 }
 
 func (e *sendError) Error() string { return e.err.Error() }
@@ -79,4 +82,10 @@ func truncate(b []byte, n int) string {
 		return string(b[:n]) + "…"
 	}
 	return string(b)
+}
+
+// partialSuccess reports points the backend accepted the request but
+// refused (OTLP ExportPartialSuccess); they are counted dropped.
+func partialSuccess(rejected int64, msg string) error {
+	return &sendError{err: fmt.Errorf("backend rejected %d points: %s", rejected, msg), partial: int(rejected), reason: reasonPartial}
 }

@@ -39,22 +39,23 @@ type OTLPHTTPConfig struct {
 	// Endpoint is a base URL, as OTEL_EXPORTER_OTLP_ENDPOINT: metrics go to
 	// <Endpoint>/v1/metrics. Empty: OTEL_EXPORTER_OTLP_METRICS_ENDPOINT
 	// (used as is), else OTEL_EXPORTER_OTLP_ENDPOINT.
-	Endpoint string `yaml:"endpoint"`
-	// Headers are added to every request. Empty: the OTEL_EXPORTER_OTLP_*
+	Endpoint string
+	// Headers are added to every request. Nil: the OTEL_EXPORTER_OTLP_*
 	// HEADERS environment variables.
-	Headers map[string]string `yaml:"headers,omitempty"`
+	Headers map[string]string
 	// Compression is gzip (default) or none.
-	Compression string `yaml:"compression,omitempty"`
+	Compression string
 	// Timeout bounds one request (default 10s).
-	Timeout time.Duration `yaml:"timeout,omitempty"`
+	Timeout time.Duration
 
 	// Name labels the exporter's metrics and logs (default "otlphttp").
-	Name      string      `yaml:"name,omitempty"`
-	QueueSize int         `yaml:"queue_size,omitempty"`
-	Batch     BatchConfig `yaml:"batch,omitempty"`
-	Retry     RetryConfig `yaml:"retry,omitempty"`
-	// Client, if set, sends the requests (TLS and auth are configured on it).
-	Client *http.Client `yaml:"-"`
+	Name string
+	// Client adds authentication and TLS (its Headers and Timeout are used
+	// when the fields above are empty).
+	Client ClientConfig
+	Queue  QueueConfig
+	Batch  BatchConfig
+	Retry  RetryConfig
 }
 
 // OTLPHTTP exports to an OTLP/HTTP endpoint.
@@ -75,8 +76,18 @@ func newOTLPHTTP(cfg OTLPHTTPConfig, m *metrics, logger *slog.Logger) (*OTLPHTTP
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Headers == nil {
-		cfg.Headers = envHeaders()
+	cc := cfg.Client
+	if cfg.Headers != nil {
+		cc.Headers = cfg.Headers
+	}
+	if cc.Headers == nil {
+		cc.Headers = envHeaders()
+	}
+	if cfg.Timeout > 0 {
+		cc.Timeout = cfg.Timeout
+	}
+	if err := cc.validate(); err != nil {
+		return nil, fmt.Errorf("otlp http: %w", err)
 	}
 	switch cfg.Compression {
 	case "":
@@ -88,16 +99,16 @@ func newOTLPHTTP(cfg OTLPHTTPConfig, m *metrics, logger *slog.Logger) (*OTLPHTTP
 	if cfg.Name == "" {
 		cfg.Name = "otlphttp"
 	}
-	if cfg.QueueSize <= 0 {
-		cfg.QueueSize = DefaultQueueSize
+	hc, err := cc.httpClient()
+	if err != nil {
+		return nil, fmt.Errorf("otlp http: %w", err)
 	}
-	hc := cfg.Client
-	if hc == nil {
-		hc = &http.Client{Transport: http.DefaultTransport.(*http.Transport).Clone()}
+	q, err := cfg.Queue.open(cfg.Name)
+	if err != nil {
+		return nil, fmt.Errorf("otlp http: %w", err)
 	}
-	c := &otlpHTTPClient{url: u, headers: cfg.Headers, gzip: cfg.Compression == CompressionGzip, hc: hc}
-	p := newPipeline(pipelineConfig{name: cfg.Name, batch: cfg.Batch, retry: cfg.Retry, timeout: cfg.Timeout},
-		newMemQueue(cfg.QueueSize), c, m, logger)
+	c := &otlpHTTPClient{url: u, cfg: &cc, gzip: cfg.Compression == CompressionGzip, hc: hc}
+	p := newPipeline(pipelineConfig{name: cfg.Name, batch: cfg.Batch, retry: cfg.Retry, timeout: cc.Timeout}, q, c, m, logger)
 	return &OTLPHTTP{pipeline: p, url: u}, nil
 }
 
@@ -151,11 +162,12 @@ func envHeaders() map[string]string {
 }
 
 type otlpHTTPClient struct {
-	url     string
-	headers map[string]string
-	gzip    bool
-	hc      *http.Client
-	bufs    sync.Pool
+	url  string
+	cfg  *ClientConfig
+	gzip bool
+	hc   *http.Client
+	bufs sync.Pool // *bytes.Buffer
+	zws  sync.Pool // *gzip.Writer
 }
 
 func (c *otlpHTTPClient) send(ctx context.Context, md pmetric.Metrics) error {
@@ -164,32 +176,26 @@ func (c *otlpHTTPClient) send(ctx context.Context, md pmetric.Metrics) error {
 		return permanent(fmt.Errorf("marshal: %w", err), "marshal")
 	}
 	body := raw
-	buf, _ := c.bufs.Get().(*bytes.Buffer)
-	if buf == nil {
-		buf = new(bytes.Buffer)
-	}
-	defer c.bufs.Put(buf)
 	if c.gzip {
-		buf.Reset()
-		zw, _ := gzip.NewWriterLevel(buf, gzip.BestSpeed)
-		if _, err := zw.Write(raw); err != nil {
-			return permanent(fmt.Errorf("gzip: %w", err), "marshal")
+		buf, _ := c.bufs.Get().(*bytes.Buffer)
+		if buf == nil {
+			buf = new(bytes.Buffer)
 		}
-		if err := zw.Close(); err != nil {
-			return permanent(fmt.Errorf("gzip: %w", err), "marshal")
+		defer c.bufs.Put(buf)
+		if body, err = gzipTo(buf, &c.zws, raw); err != nil {
+			return permanent(err, "marshal")
 		}
-		body = buf.Bytes()
 	}
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
 	if err != nil {
 		return permanent(err, "request")
 	}
+	if err := c.cfg.setHeaders(req); err != nil {
+		return err
+	}
 	req.Header.Set("Content-Type", "application/x-protobuf")
 	if c.gzip {
 		req.Header.Set("Content-Encoding", "gzip")
-	}
-	for k, v := range c.headers {
-		req.Header.Set(k, v)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -200,7 +206,34 @@ func (c *otlpHTTPClient) send(ctx context.Context, md pmetric.Metrics) error {
 	if resp.StatusCode/100 != 2 {
 		return classifyHTTP(resp, rb)
 	}
+	if len(rb) > 0 && strings.HasPrefix(resp.Header.Get("Content-Type"), "application/x-protobuf") {
+		er := pmetricotlp.NewExportResponse()
+		if er.UnmarshalProto(rb) == nil {
+			if n := er.PartialSuccess().RejectedDataPoints(); n > 0 {
+				return partialSuccess(n, er.PartialSuccess().ErrorMessage())
+			}
+		}
+	}
 	return nil
+}
+
+// gzipTo compresses raw into buf with a pooled writer.
+func gzipTo(buf *bytes.Buffer, pool *sync.Pool, raw []byte) ([]byte, error) {
+	buf.Reset()
+	zw, _ := pool.Get().(*gzip.Writer)
+	if zw == nil {
+		zw, _ = gzip.NewWriterLevel(buf, gzip.BestSpeed)
+	} else {
+		zw.Reset(buf)
+	}
+	defer pool.Put(zw)
+	if _, err := zw.Write(raw); err != nil {
+		return nil, fmt.Errorf("gzip: %w", err)
+	}
+	if err := zw.Close(); err != nil {
+		return nil, fmt.Errorf("gzip: %w", err)
+	}
+	return buf.Bytes(), nil
 }
 
 func (c *otlpHTTPClient) close() error {

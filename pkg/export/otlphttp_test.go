@@ -67,10 +67,11 @@ type otlpHTTPServer struct {
 	headers  []http.Header
 	requests atomic.Int64
 	fail     func(n int64) (status int, header http.Header)
+	stop     chan struct{}
 }
 
 func newOTLPHTTPServer(t *testing.T, fail func(n int64) (int, http.Header)) *otlpHTTPServer {
-	s := &otlpHTTPServer{fail: fail}
+	s := &otlpHTTPServer{fail: fail, stop: make(chan struct{})}
 	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		n := s.requests.Add(1)
 		if r.URL.Path != "/v1/metrics" || r.Header.Get("Content-Type") != "application/x-protobuf" {
@@ -83,7 +84,13 @@ func newOTLPHTTPServer(t *testing.T, fail func(n int64) (int, http.Header)) *otl
 					w.Header()[k] = v
 				}
 				if code == -1 { // hang until the client gives up
-					<-r.Context().Done()
+					// The server notices a closed connection only once
+					// the body is read.
+					_, _ = io.Copy(io.Discard, r.Body)
+					select {
+					case <-r.Context().Done():
+					case <-s.stop:
+					}
 					return
 				}
 				http.Error(w, "nope", code)
@@ -118,6 +125,7 @@ func newOTLPHTTPServer(t *testing.T, fail func(n int64) (int, http.Header)) *otl
 		_, _ = w.Write(resp)
 	}))
 	t.Cleanup(s.Close)
+	t.Cleanup(func() { close(s.stop) }) // runs first: unblock hanging handlers
 	return s
 }
 
@@ -248,7 +256,7 @@ func TestOTLPHTTPShutdownUnblocksHangingSend(t *testing.T) {
 
 func TestOTLPHTTPQueueFull(t *testing.T) {
 	srv := newOTLPHTTPServer(t, func(int64) (int, http.Header) { return -1, nil })
-	exp, err := NewOTLPHTTP(OTLPHTTPConfig{Endpoint: srv.URL, QueueSize: 2, Batch: BatchConfig{MaxPoints: 1}}, nil, nil)
+	exp, err := NewOTLPHTTP(OTLPHTTPConfig{Endpoint: srv.URL, Queue: QueueConfig{Size: 2}, Batch: BatchConfig{MaxPoints: 1}}, nil, nil)
 	require.NoError(t, err)
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)

@@ -168,15 +168,22 @@ func (p *pipeline) run() {
 			return // shut down and drained
 		}
 		batch, last, points := p.gather(first)
-		p.deliver(batch, points)
+		if !p.deliver(batch, points) {
+			// Stopped mid-delivery. A persistent queue keeps the batch for
+			// the next start; from memory it is lost.
+			if _, ok := p.q.(*memQueue); ok {
+				p.m.dropped(reasonShutdown, points)
+				p.drops.note(p.logger, reasonShutdown, context.Canceled)
+				_ = p.q.ack(last)
+				p.dropRest()
+			}
+			p.m.queueLength.Set(float64(p.q.len()))
+			return
+		}
 		if err := p.q.ack(last); err != nil {
 			p.logger.Error("ack queue", "err", err)
 		}
 		p.m.queueLength.Set(float64(p.q.len()))
-		if p.sendCtx.Err() != nil {
-			p.dropRest()
-			return
-		}
 	}
 }
 
@@ -201,9 +208,9 @@ func (p *pipeline) gather(first item) (pmetric.Metrics, item, int) {
 	return batch, last, points
 }
 
-// deliver sends a batch, retrying what may pass, until it is sent, dropped
-// for good, or the exporter is stopped.
-func (p *pipeline) deliver(md pmetric.Metrics, points int) {
+// deliver sends a batch, retrying what may pass, until it is sent or
+// dropped for good (true), or the exporter is stopped (false).
+func (p *pipeline) deliver(md pmetric.Metrics, points int) bool {
 	start := time.Now()
 	wait := p.cfg.retry.InitialInterval
 	for {
@@ -215,24 +222,31 @@ func (p *pipeline) deliver(md pmetric.Metrics, points int) {
 		if err == nil {
 			p.m.sentPoints.Add(float64(points))
 			p.m.sentBatches.Inc()
-			return
-		}
-		p.m.failed.Inc()
-		var se *sendError
-		if errors.As(err, &se) && !se.retryable {
-			p.m.dropped(se.reason, points)
-			p.drops.note(p.logger, se.reason, err)
-			return
+			return true
 		}
 		if p.sendCtx.Err() != nil {
-			p.m.dropped(reasonShutdown, points)
-			p.drops.note(p.logger, reasonShutdown, err)
-			return
+			return false
 		}
-		if max := p.cfg.retry.MaxElapsed; max > 0 && time.Since(start) > max {
+		var se *sendError
+		errors.As(err, &se)
+		if se != nil && se.partial > 0 {
+			// The backend kept the batch but refused part of it, for good.
+			p.m.sentPoints.Add(float64(max(points-se.partial, 0)))
+			p.m.sentBatches.Inc()
+			p.m.dropped(reasonPartial, se.partial)
+			p.drops.note(p.logger, reasonPartial, err)
+			return true
+		}
+		p.m.failed.Inc()
+		if se != nil && !se.retryable {
+			p.m.dropped(se.reason, points)
+			p.drops.note(p.logger, se.reason, err)
+			return true
+		}
+		if limit := p.cfg.retry.MaxElapsed; limit > 0 && time.Since(start) > limit {
 			p.m.dropped(reasonRetriesExhausted, points)
 			p.drops.note(p.logger, reasonRetriesExhausted, err)
-			return
+			return true
 		}
 		d := jitter(wait, p.cfg.retry.Jitter)
 		if se != nil && se.retryAfter > d {
@@ -245,17 +259,14 @@ func (p *pipeline) deliver(md pmetric.Metrics, points int) {
 		case <-t.C:
 		case <-p.sendCtx.Done():
 			t.Stop()
+			return false
 		}
 		wait = min(2*wait, p.cfg.retry.MaxInterval)
 	}
 }
 
-// dropRest counts what a stopped in-memory pipeline still holds. A
-// persistent queue keeps it instead.
+// dropRest counts what a stopped in-memory pipeline still holds.
 func (p *pipeline) dropRest() {
-	if _, ok := p.q.(*memQueue); !ok {
-		return
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	for {
@@ -280,6 +291,7 @@ const (
 	reasonQueueFull        = "queue_full"
 	reasonShutdown         = "shutdown"
 	reasonRetriesExhausted = "retries_exhausted"
+	reasonPartial          = "rejected_by_backend"
 )
 
 // dropLog logs dropped data once per burst: the first drop, then nothing

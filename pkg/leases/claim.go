@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -18,6 +19,12 @@ import (
 // transaction's own operation against what the outer one leaves over, so
 // 127 nested one-op transactions is the largest batch it accepts.
 const MaxBatch = 127
+
+// parallelTxns is how many batch transactions Claim and Release keep in
+// flight. etcd commits concurrent transactions in one raft entry batch and
+// one fsync, so a few in flight multiply throughput; more than this gains
+// little and only delays other clients.
+const parallelTxns = 4
 
 // Claim is one target owned by one session.
 type Claim struct {
@@ -39,12 +46,13 @@ type ClaimValue struct {
 // session's lease. Only the session's holder creates one; it is safe for
 // concurrent use.
 type Claims struct {
-	s       *Session
-	ks      Keyspace
-	owner   string
-	batch   int
-	value   string
-	metrics *claimMetrics
+	s        *Session
+	ks       Keyspace
+	owner    string
+	batch    int
+	inflight int // batch transactions in flight at once
+	value    string
+	metrics  *claimMetrics
 }
 
 // NewClaims returns the claim set of owner on session s. batch is the number
@@ -55,7 +63,7 @@ func NewClaims(s *Session, ks Keyspace, owner string, batch int, reg prometheus.
 		batch = MaxBatch
 	}
 	v, _ := json.Marshal(ClaimValue{Owner: owner, Lease: int64(s.id)}) // cannot fail
-	return &Claims{s: s, ks: ks, owner: owner, batch: batch, value: string(v), metrics: newClaimMetrics(reg)}
+	return &Claims{s: s, ks: ks, owner: owner, batch: batch, inflight: parallelTxns, value: string(v), metrics: newClaimMetrics(reg)}
 }
 
 // Session is the session the claims live on.
@@ -80,12 +88,15 @@ func (c *Claims) Owner(ctx context.Context, target string) (Claim, bool, error) 
 // Claim tries to claim every target that nobody owns. It sends one
 // transaction per batch, each target a nested transaction
 // If(CreateRevision(claims/T) == 0) Then(Put(claims/T, owner, WithLease(L))),
-// so a taken target does not fail the rest of its batch. It returns the
-// claims won, whose epoch is the revision of the transaction that won them.
+// so a taken target does not fail the rest of its batch. A few batches are in
+// flight at once. It returns the claims won, in the order of targets, each
+// with the revision of the transaction that won it as its epoch.
 //
 // If the session ends (or is already over) it stops and fails with the
-// session's Err (ErrLeaseLost if lost); on any error the claims won until
-// then are returned too. Duplicate targets are claimed once.
+// session's Err (ErrLeaseLost if lost). On any error it returns the claims
+// known to be won too; a batch whose transaction was interrupted may or may
+// not have been applied, so callers that go on using the session reconcile
+// with Owner or ListClaims. Duplicate targets are claimed once.
 func (c *Claims) Claim(ctx context.Context, targets []string) ([]Claim, error) {
 	if err := c.s.Err(); err != nil {
 		return nil, fmt.Errorf("claim: %w", err)
@@ -93,13 +104,13 @@ func (c *Claims) Claim(ctx context.Context, targets []string) ([]Claim, error) {
 	ctx, cancel := c.s.bind(ctx)
 	defer cancel()
 	targets = unique(targets)
-	won := make([]Claim, 0, len(targets))
-	for start := 0; start < len(targets); start += c.batch {
-		chunk := targets[start:min(start+c.batch, len(targets))]
+	results := make([][]Claim, (len(targets)+c.batch-1)/c.batch)
+	err := c.eachBatch(len(targets), func(i, lo, hi int) error {
+		chunk := targets[lo:hi]
 		ops := make([]clientv3.Op, len(chunk))
-		for i, t := range chunk {
+		for j, t := range chunk {
 			k := c.ks.Claim(t)
-			ops[i] = clientv3.OpTxn(
+			ops[j] = clientv3.OpTxn(
 				[]clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(k), "=", 0)},
 				[]clientv3.Op{clientv3.OpPut(k, c.value, clientv3.WithLease(c.s.id))},
 				nil)
@@ -107,18 +118,22 @@ func (c *Claims) Claim(ctx context.Context, targets []string) ([]Claim, error) {
 		resp, err := c.commit(ctx, ops)
 		if err != nil {
 			c.metrics.errors.Add(float64(len(chunk)))
-			return won, c.fail(fmt.Sprintf("claim %d targets (%s…)", len(chunk), chunk[0]), err)
+			return c.fail(fmt.Sprintf("claim %d targets (%s…)", len(chunk), chunk[0]), err)
 		}
-		taken := 0
-		for i, r := range resp.Responses {
+		won := make([]Claim, 0, len(chunk))
+		for j, r := range resp.Responses {
 			if r.GetResponseTxn().GetSucceeded() {
-				won = append(won, Claim{Target: chunk[i], Owner: c.owner, Epoch: resp.Header.Revision, Lease: c.s.id})
-			} else {
-				taken++
+				won = append(won, Claim{Target: chunk[j], Owner: c.owner, Epoch: resp.Header.Revision, Lease: c.s.id})
 			}
 		}
-		c.metrics.won.Add(float64(len(chunk) - taken))
-		c.metrics.taken.Add(float64(taken))
+		c.metrics.won.Add(float64(len(won)))
+		c.metrics.taken.Add(float64(len(chunk) - len(won)))
+		results[i] = won
+		return nil
+	})
+	won := concat(results)
+	if err != nil {
+		return won, err
 	}
 	// A transaction that went out before the local deadline may have landed
 	// after it; the caller must not rely on a session that is over.
@@ -131,31 +146,80 @@ func (c *Claims) Claim(ctx context.Context, targets []string) ([]Claim, error) {
 // Release deletes the given claims, each guarded by
 // If(ModRevision(claims/T) == Epoch), batched like Claim, so a claim that
 // has changed hands since is left alone. It returns the claims actually
-// released. It works on a lost session too: the epoch is the fence.
+// released, in the given order. It works on a lost session too: the epoch is
+// the fence.
 func (c *Claims) Release(ctx context.Context, claims []Claim) ([]Claim, error) {
 	claims = uniqueClaims(claims)
-	released := make([]Claim, 0, len(claims))
-	for start := 0; start < len(claims); start += c.batch {
-		chunk := claims[start:min(start+c.batch, len(claims))]
+	results := make([][]Claim, (len(claims)+c.batch-1)/c.batch)
+	err := c.eachBatch(len(claims), func(i, lo, hi int) error {
+		chunk := claims[lo:hi]
 		ops := make([]clientv3.Op, len(chunk))
-		for i, cl := range chunk {
+		for j, cl := range chunk {
 			k := c.ks.Claim(cl.Target)
-			ops[i] = clientv3.OpTxn(
+			ops[j] = clientv3.OpTxn(
 				[]clientv3.Cmp{clientv3.Compare(clientv3.ModRevision(k), "=", cl.Epoch)},
 				[]clientv3.Op{clientv3.OpDelete(k)},
 				nil)
 		}
 		resp, err := c.commit(ctx, ops)
 		if err != nil {
-			return released, fmt.Errorf("release %d claims (%s…): %w", len(chunk), chunk[0].Target, err)
+			return fmt.Errorf("release %d claims (%s…): %w", len(chunk), chunk[0].Target, err)
 		}
-		for i, r := range resp.Responses {
+		released := make([]Claim, 0, len(chunk))
+		for j, r := range resp.Responses {
 			if r.GetResponseTxn().GetSucceeded() {
-				released = append(released, chunk[i])
+				released = append(released, chunk[j])
 			}
 		}
+		results[i] = released
+		return nil
+	})
+	return concat(results), err
+}
+
+// concat joins per-batch results; never nil, so "none" reads the same
+// whether there were no batches or no wins.
+func concat(results [][]Claim) []Claim {
+	if out := slices.Concat(results...); out != nil {
+		return out
 	}
-	return released, nil
+	return []Claim{}
+}
+
+// eachBatch calls fn for batch i = items [lo, hi) of n items, with up to
+// c.inflight calls running at once. After the first error it starts no more
+// batches but lets those in flight finish (cancelling them would only make
+// their outcome unknown), and returns that error.
+func (c *Claims) eachBatch(n int, fn func(i, lo, hi int) error) error {
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		first error
+	)
+	sem := make(chan struct{}, c.inflight)
+	for i, lo := 0, 0; lo < n; i, lo = i+1, lo+c.batch {
+		sem <- struct{}{}
+		mu.Lock()
+		failed := first != nil
+		mu.Unlock()
+		if failed {
+			break
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			if err := fn(i, lo, min(lo+c.batch, n)); err != nil {
+				mu.Lock()
+				if first == nil {
+					first = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	return first
 }
 
 func (c *Claims) commit(ctx context.Context, ops []clientv3.Op) (*clientv3.TxnResponse, error) {

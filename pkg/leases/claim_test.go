@@ -218,4 +218,3 @@ func histogramCount(t *testing.T, g prometheus.Gatherer, name string) int {
 	t.Fatalf("metric %s not found", name)
 	return 0
 }
-

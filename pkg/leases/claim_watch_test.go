@@ -86,3 +86,47 @@ func TestEventTypeString(t *testing.T) {
 		require.Equal(t, want, typ.String())
 	}
 }
+
+// TestWatchCompacted starts a watch at a revision etcd has compacted away:
+// it must say so with a Resync event and carry on from the compaction.
+func TestWatchCompacted(t *testing.T) {
+	t.Parallel()
+	te := startEtcd(t)
+	ks := Keyspace{}
+	ctx := testCtx(t)
+	a := NewClaims(te.session(t, SessionConfig{}, nil), ks, "a", 0, nil)
+	won, err := a.Claim(ctx, targets(3))
+	require.NoError(t, err)
+	_, err = a.Release(ctx, won[:1]) // lost in the compaction
+	require.NoError(t, err)
+	resp, err := te.cli.Put(ctx, "x", "") // compacting keeps the revision compacted at
+	require.NoError(t, err)
+	_, err = te.cli.Compact(ctx, resp.Header.Revision)
+	require.NoError(t, err)
+
+	out := make(chan Event)
+	w := &claimWatch{c: a, out: out, claimRev: won[0].Epoch, moveRev: resp.Header.Revision + 1}
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		w.run(wctx)
+	}()
+	defer func() { cancel(); <-done }()
+
+	select {
+	case e := <-out:
+		require.Equal(t, Event{Type: Resync, Revision: resp.Header.Revision}, e)
+	case <-time.After(10 * time.Second):
+		t.Fatal("no Resync")
+	}
+	_, err = a.Release(ctx, won[1:2])
+	require.NoError(t, err)
+	select {
+	case e := <-out:
+		require.Equal(t, ClaimDeleted, e.Type)
+		require.Equal(t, won[1].Target, e.Target)
+	case <-time.After(10 * time.Second):
+		t.Fatal("watch did not resume after compaction")
+	}
+}

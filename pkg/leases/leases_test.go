@@ -84,6 +84,11 @@ func waitClosed(tb testing.TB, ch <-chan struct{}, timeout time.Duration, what s
 	select {
 	case <-ch:
 		return time.Now()
+	default:
+	}
+	select {
+	case <-ch:
+		return time.Now()
 	case <-time.After(timeout):
 		tb.Fatalf("%s: not closed after %s", what, timeout)
 		return time.Time{}

@@ -17,20 +17,28 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 )
 
-// Errors of Append.
+// Errors of Append and Commit.
 var (
 	ErrNoMetricName = errors.New("otlp: sample without metric name")
 	ErrDone         = errors.New("otlp: appender already committed or rolled back")
 )
 
+// Names and labels with a meaning in the conversion.
 const (
-	targetInfoName = "target_info"
-	scopeInfoName  = "otel_scope_info"
+	targetInfoName     = "target_info"
+	scopeInfoName      = "otel_scope_info"
+	scopeLabelPrefix   = "otel_scope_"
+	scopeNameLabel     = "otel_scope_name"
+	scopeVersionLabel  = "otel_scope_version"
+	scopeSchemaURLabel = "otel_scope_schema_url"
+	metadataTypeKey    = "prometheus.type"
 )
 
 // appender collects one scrape of one target. Number points go straight into
-// pdata; points that need the per-series state (start timestamps) are listed
-// in pending and completed in Commit, under the target state's lock.
+// pdata; classic histograms and summaries are assembled from their series
+// and written in Commit; points that need the per-series state (start
+// timestamps) are listed and completed in Commit, under the target state's
+// lock, so that a rolled-back scrape leaves the state as it was.
 type appender struct {
 	ctx    context.Context
 	a      *Appendable
@@ -43,21 +51,35 @@ type appender struct {
 
 	pending     []pendingNumber
 	pendingDist []pendingDist
-
-	// scratch space reused across Append calls.
-	attrs []labels.Label
-	cur   sampleLabels
-	hbuf  []byte
-	done  bool
-
-	// created holds the _created values of counters by label hash without
-	// the metric name, when they arrive as series.
+	// created holds the values of counters' _created series (ms) by label
+	// hash without the metric name, when they arrive as series.
 	created map[uint64]int64
+
+	// Scratch space reused across Append calls.
+	cur        sampleLabels
+	attrs      []labels.Label // the point's attributes
+	scopeAttrs []labels.Label // otel_scope_<key> labels, prefix removed
+	hbuf       []byte
+	done       bool
 }
 
 // sampleLabels are the labels of one sample that the conversion reads.
 type sampleLabels struct {
 	name, job, instance, le, quantile string
+	scope                             scopeKey
+	hasScope                          bool
+}
+
+// pendingNumber is a cumulative number point waiting for its start time.
+type pendingNumber struct {
+	dp    pmetric.NumberDataPoint
+	ls    labels.Labels
+	key   uint64
+	st, t int64
+	v     float64
+	stale bool
+	// monotonic streams (counters) reset when they decrease.
+	monotonic bool
 }
 
 // pendingDist is a cumulative distribution point waiting for its start time.
@@ -71,28 +93,13 @@ type pendingDist struct {
 	reset    bool
 }
 
-// pendingNumber is a cumulative number point waiting for its start time.
-type pendingNumber struct {
-	dp    pmetric.NumberDataPoint
-	ls    labels.Labels
-	key   uint64
-	st, t int64
-	v     float64
-	stale bool
-}
-
 func newAppender(ctx context.Context, a *Appendable, ts *targetState) *appender {
 	t, _ := scrape.TargetFromContext(ctx)
-	return &appender{
-		ctx:    ctx,
-		a:      a,
-		ts:     ts,
-		target: t,
-		md:     pmetric.NewMetrics(),
-	}
+	return &appender{ctx: ctx, a: a, ts: ts, target: t, md: pmetric.NewMetrics()}
 }
 
-// Append implements storage.AppenderV2.
+// Append implements storage.AppenderV2. It never fails for a sample with a
+// name: what does not fit a family is kept as a gauge of its own.
 func (ap *appender) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) (storage.SeriesRef, error) {
 	if ap.done {
 		return 0, ErrDone
@@ -108,34 +115,52 @@ func (ap *appender) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64,
 
 	switch ap.cur.name {
 	case targetInfoName:
-		// target_info describes the resource; its labels become resource
-		// attributes and it is not a metric itself.
+		// target_info describes the resource: its labels become resource
+		// attributes and it is no metric itself.
+		attrs := rb.rm.Resource().Attributes()
 		for _, l := range ap.attrs {
-			rb.rm.Resource().Attributes().PutStr(l.Name, l.Value)
+			attrs.PutStr(l.Name, l.Value)
 		}
 		return ref, nil
+	case scopeInfoName:
+		sb := rb.scope(&ap.cur, ap.scopeAttrs, ap.a.opts)
+		attrs := sb.sm.Scope().Attributes()
+		for _, l := range ap.attrs {
+			attrs.PutStr(l.Name, l.Value)
+		}
+		return ref, nil
+	}
+	sb := rb.defaultScope(ap.a.opts)
+	if ap.cur.hasScope {
+		sb = rb.scope(&ap.cur, ap.scopeAttrs, ap.a.opts)
 	}
 
 	kind := kindOf(opts.Metadata.Type, h, fh)
 	switch kind {
-	case kindExponential, kindCustomBuckets:
-		ap.appendNative(rb, kind, uint64(ref), st, t, h, fh, opts)
-	case kindHistogram, kindGaugeHistogram, kindSummary:
-		if !ap.appendClassic(rb, kind, ls, st, t, v, opts) {
-			// Not part of its family after all (broken exposition): keep it
-			// as what it is, a series of its own.
-			ap.appendNumber(rb, kindGauge, ls, uint64(ref), st, t, v, storage.AppendV2Options{Exemplars: opts.Exemplars})
+	case kindExponential, kindCustomBuckets, kindGaugeExponential, kindGaugeCustomBuckets:
+		ap.appendNative(sb, kind, uint64(ref), st, t, h, fh, opts)
+	case kindHistogram, kindSummary:
+		if !ap.appendClassic(sb, kind, ls, st, t, v, opts) {
+			// Not part of its family after all (a broken exposition): keep
+			// it as what it is, a series of its own.
+			ap.appendNumber(sb, kindGauge, ls, uint64(ref), st, t, v, opts)
 		}
+	case kindGaugeHistogram:
+		// OTLP has no gauge histogram and the specification drops them; we
+		// keep every series (_bucket, _gcount, _gsum) as a gauge, which is
+		// exactly what Prometheus stores for them.
+		ap.appendNumber(sb, kindGauge, ls, uint64(ref), st, t, v, opts)
 	case kindCounter:
-		if fam := opts.MetricFamilyName; fam != "" && strings.HasSuffix(ap.cur.name, "_created") && ap.cur.name == fam+"_created" {
+		if fam := opts.MetricFamilyName; fam != "" && len(ap.cur.name) == len(fam)+len("_created") &&
+			strings.HasSuffix(ap.cur.name, "_created") && strings.HasPrefix(ap.cur.name, fam) {
 			// An OpenMetrics _created series not parsed as a start
 			// timestamp (ParseST off): it is the start of its counter.
 			ap.appendCreated(ls, v)
 			return ref, nil
 		}
-		ap.appendNumber(rb, kind, ls, uint64(ref), st, t, v, opts)
+		ap.appendNumber(sb, kind, ls, uint64(ref), st, t, v, opts)
 	default:
-		ap.appendNumber(rb, kind, ls, uint64(ref), st, t, v, opts)
+		ap.appendNumber(sb, kind, ls, uint64(ref), st, t, v, opts)
 	}
 	return ref, nil
 }
@@ -146,26 +171,44 @@ func (ap *appender) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64,
 func (ap *appender) splitLabels(ls labels.Labels) {
 	ap.cur = sampleLabels{}
 	ap.attrs = ap.attrs[:0]
+	ap.scopeAttrs = ap.scopeAttrs[:0]
 	ls.Range(func(l labels.Label) {
 		switch l.Name {
 		case model.MetricNameLabel:
 			ap.cur.name = l.Value
+			return
 		case model.JobLabel:
 			ap.cur.job = l.Value
+			return
 		case model.InstanceLabel:
 			ap.cur.instance = l.Value
-		default:
+			return
+		case model.BucketLabel:
+			ap.cur.le = l.Value
+		case model.QuantileLabel:
+			ap.cur.quantile = l.Value
+		}
+		if len(l.Name) > len(scopeLabelPrefix) && strings.HasPrefix(l.Name, scopeLabelPrefix) {
+			ap.cur.hasScope = true
 			switch l.Name {
-			case model.BucketLabel:
-				ap.cur.le = l.Value
-			case model.QuantileLabel:
-				ap.cur.quantile = l.Value
+			case scopeNameLabel:
+				ap.cur.scope.name = l.Value
+			case scopeVersionLabel:
+				ap.cur.scope.version = l.Value
+			case scopeSchemaURLabel:
+				ap.cur.scope.schemaURL = l.Value
+			default:
+				ap.scopeAttrs = append(ap.scopeAttrs, labels.Label{Name: l.Name[len(scopeLabelPrefix):], Value: l.Value})
 			}
-			if l.Value != "" {
-				ap.attrs = append(ap.attrs, l)
-			}
+			return
+		}
+		if l.Value != "" {
+			ap.attrs = append(ap.attrs, l)
 		}
 	})
+	if len(ap.scopeAttrs) > 0 {
+		ap.cur.scope.attrs = hashLabels(ap.scopeAttrs)
+	}
 }
 
 func seriesRef(ls labels.Labels) storage.SeriesRef {
@@ -175,8 +218,8 @@ func seriesRef(ls labels.Labels) storage.SeriesRef {
 	return 1
 }
 
-func (ap *appender) appendNumber(rb *resourceBuilder, kind metricKind, ls labels.Labels, key uint64, st, t int64, v float64, opts storage.AppendV2Options) {
-	fam := rb.family(ap.cur.name, kind, opts)
+func (ap *appender) appendNumber(sb *scopeBuilder, kind metricKind, ls labels.Labels, key uint64, st, t int64, v float64, opts storage.AppendV2Options) {
+	fam := sb.family(ap.cur.name, kind, opts)
 	dp := fam.numbers.AppendEmpty()
 	dp.SetTimestamp(msToTimestamp(t))
 	stale := value.IsStaleNaN(v)
@@ -190,7 +233,7 @@ func (ap *appender) appendNumber(rb *resourceBuilder, kind metricKind, ls labels
 		putExemplars(dp.Exemplars(), opts.Exemplars)
 	}
 	if kind.cumulative() {
-		ap.pending = append(ap.pending, pendingNumber{dp: dp, ls: ls, key: key, st: st, t: t, v: v, stale: stale})
+		ap.pending = append(ap.pending, pendingNumber{dp: dp, ls: ls, key: key, st: st, t: t, v: v, stale: stale, monotonic: kind == kindCounter})
 	}
 }
 
@@ -206,6 +249,14 @@ func (ap *appender) appendCreated(ls labels.Labels, v float64) {
 		ap.created = make(map[uint64]int64)
 	}
 	ap.created[k] = int64(v * 1000)
+}
+
+// createdFor returns the _created start of the counter point p, if its
+// family exposed one.
+func (ap *appender) createdFor(p *pendingNumber) int64 {
+	var k uint64
+	k, ap.hbuf = p.ls.HashWithoutLabels(ap.hbuf)
+	return ap.created[k]
 }
 
 func putAttributes(m pcommon.Map, ls []labels.Label) {
@@ -233,31 +284,26 @@ func (ap *appender) resource(job, instance string) *resourceBuilder {
 	ap.ts.resourceFor(key, ap.target).CopyTo(rm.Resource())
 	hint := ap.ts.sizeHint
 	ap.ts.mu.Unlock()
-	sm := rm.ScopeMetrics().AppendEmpty()
-	sm.Scope().SetName(ap.a.opts.ScopeName)
-	sm.Scope().SetVersion(ap.a.opts.ScopeVersion)
-	sm.Metrics().EnsureCapacity(hint)
-	rb := &resourceBuilder{
-		key:      key,
-		rm:       rm,
-		metrics:  sm.Metrics(),
-		families: make(map[familyKey]*family, hint),
-	}
+	rb := &resourceBuilder{key: key, rm: rm, hint: hint}
 	ap.resources = append(ap.resources, rb)
 	ap.last = rb
 	return rb
 }
 
-// Commit completes the start timestamps, hands the scrape to the Consumer
-// and updates the state.
+// Commit assembles the classic histograms and summaries, completes the
+// start timestamps, updates the state and hands the scrape to the Consumer.
 func (ap *appender) Commit() error {
 	if ap.done {
 		return ErrDone
 	}
 	ap.done = true
+	metrics := 0
 	for _, rb := range ap.resources {
-		for _, f := range rb.grouped {
-			ap.finishClassic(f)
+		for _, sb := range rb.scopes {
+			for _, f := range sb.grouped {
+				ap.finishClassic(sb, f)
+			}
+			metrics += sb.metrics.Len()
 		}
 	}
 	ts := ap.ts
@@ -265,15 +311,14 @@ func (ap *appender) Commit() error {
 	for i := range ap.pending {
 		p := &ap.pending[i]
 		var start int64
-		switch {
-		case p.stale:
+		if p.stale {
 			start = ts.startOfStale(p.key, p.t)
-		default:
+		} else {
 			st := p.st
 			if st == 0 && ap.created != nil {
 				st = ap.createdFor(p)
 			}
-			start = ts.startFor(p.key, st, p.t, p.v, nil)
+			start = ts.startFor(p.key, st, p.t, p.v, nil, p.monotonic)
 		}
 		p.dp.SetStartTimestamp(msToTimestamp(start))
 	}
@@ -284,20 +329,23 @@ func (ap *appender) Commit() error {
 		case p.stale:
 			start = ts.startOfStale(p.key, p.t)
 		case p.reset && p.st == 0:
-			start = ts.startFor(p.key, p.t-1, p.t, p.count, p.buckets)
+			// The exposition says this is a reset (native histogram hint).
+			start = ts.startFor(p.key, p.t-1, p.t, p.count, p.buckets, true)
 		default:
-			start = ts.startFor(p.key, p.st, p.t, p.count, p.buckets)
+			start = ts.startFor(p.key, p.st, p.t, p.count, p.buckets, true)
 		}
 		p.setStart(msToTimestamp(start))
 	}
-	n := 0
-	for _, rb := range ap.resources {
-		n += rb.metrics.Len()
-	}
-	ts.sizeHint = n
+	ts.sizeHint = metrics
 	ts.committed()
 	ts.mu.Unlock()
 
+	// A resource can be left without metrics (only target_info), a scope
+	// without metrics (only otel_scope_info).
+	ap.md.ResourceMetrics().RemoveIf(func(rm pmetric.ResourceMetrics) bool {
+		rm.ScopeMetrics().RemoveIf(func(sm pmetric.ScopeMetrics) bool { return sm.Metrics().Len() == 0 })
+		return rm.ScopeMetrics().Len() == 0
+	})
 	points := ap.md.DataPointCount()
 	if points == 0 {
 		return nil
@@ -331,12 +379,71 @@ func (ap *appender) targetName() string {
 
 // resourceBuilder collects the metrics of one resource in one scrape.
 type resourceBuilder struct {
-	key      resourceKey
-	rm       pmetric.ResourceMetrics
+	key    resourceKey
+	rm     pmetric.ResourceMetrics
+	hint   int
+	def    *scopeBuilder
+	scopes []*scopeBuilder
+}
+
+// scopeKey identifies an instrumentation scope: otel_scope_name, _version,
+// _schema_url and a hash of the other otel_scope_<key> labels.
+type scopeKey struct {
+	name, version, schemaURL string
+	attrs                    uint64
+}
+
+// scopeBuilder collects the metrics of one scope of one resource.
+type scopeBuilder struct {
+	key      scopeKey
+	sm       pmetric.ScopeMetrics
 	metrics  pmetric.MetricSlice
 	families map[familyKey]*family
 	last     *family
 	grouped  []*family // classic histograms and summaries, finished in Commit
+}
+
+// defaultScope is the scope of samples without otel_scope_* labels: this
+// converter.
+func (rb *resourceBuilder) defaultScope(opts Options) *scopeBuilder {
+	if rb.def == nil {
+		rb.def = rb.newScope(scopeKey{}, rb.hint)
+		rb.def.sm.Scope().SetName(opts.ScopeName)
+		rb.def.sm.Scope().SetVersion(opts.ScopeVersion)
+	}
+	return rb.def
+}
+
+// scope returns the scope named by a sample's otel_scope_* labels.
+func (rb *resourceBuilder) scope(cur *sampleLabels, attrs []labels.Label, opts Options) *scopeBuilder {
+	if !cur.hasScope {
+		return rb.defaultScope(opts)
+	}
+	for _, sb := range rb.scopes {
+		if sb != rb.def && sb.key == cur.scope {
+			return sb
+		}
+	}
+	key := scopeKey{
+		name:      strings.Clone(cur.scope.name),
+		version:   strings.Clone(cur.scope.version),
+		schemaURL: strings.Clone(cur.scope.schemaURL),
+		attrs:     cur.scope.attrs,
+	}
+	sb := rb.newScope(key, 0)
+	sb.sm.Scope().SetName(key.name)
+	sb.sm.Scope().SetVersion(key.version)
+	sb.sm.SetSchemaUrl(key.schemaURL)
+	putAttributes(sb.sm.Scope().Attributes(), attrs)
+	return sb
+}
+
+func (rb *resourceBuilder) newScope(key scopeKey, hint int) *scopeBuilder {
+	sm := rb.rm.ScopeMetrics().AppendEmpty()
+	sm.Metrics().EnsureCapacity(hint)
+	sb := &scopeBuilder{key: key, sm: sm, metrics: sm.Metrics(), families: make(map[familyKey]*family, hint)}
+	rb.scopes = append(rb.scopes, sb)
+	return sb
 }
 
 type familyKey struct {
@@ -351,53 +458,62 @@ type family struct {
 	numbers pmetric.NumberDataPointSlice
 	groups  map[uint64]*group
 	order   []*group
+	meta    storage.AppendV2Options // Metadata only, for fallbacks
 }
 
 // family returns the metric name of kind, creating it. Samples of a family
 // arrive together, so the previous one is checked first.
-func (rb *resourceBuilder) family(name string, kind metricKind, opts storage.AppendV2Options) *family {
-	if f := rb.last; f != nil && f.key.kind == kind && f.key.name == name {
+func (sb *scopeBuilder) family(name string, kind metricKind, opts storage.AppendV2Options) *family {
+	if f := sb.last; f != nil && f.key.kind == kind && f.key.name == name {
 		return f
 	}
-	if f, ok := rb.families[familyKey{name, kind}]; ok {
-		rb.last = f
+	if f, ok := sb.families[familyKey{name, kind}]; ok {
+		sb.last = f
 		return f
 	}
 	f := &family{key: familyKey{name: strings.Clone(name), kind: kind}}
-	m := rb.metrics.AppendEmpty()
+	f.meta.Metadata = opts.Metadata
+	m := sb.metrics.AppendEmpty()
 	m.SetName(f.key.name)
 	m.SetDescription(opts.Metadata.Help)
-	m.SetUnit(opts.Metadata.Unit)
-	if opts.Metadata.Type != "" {
-		m.Metadata().PutStr("prometheus.type", string(opts.Metadata.Type))
+	if unitApplies(name, opts.Metadata.Type) {
+		m.SetUnit(unitToUCUM(opts.Metadata.Unit))
 	}
+	typ := string(opts.Metadata.Type)
+	if typ == "" {
+		typ = string(model.MetricTypeUnknown)
+	}
+	m.Metadata().PutStr(metadataTypeKey, typ)
 	switch kind {
 	case kindGauge:
 		f.numbers = m.SetEmptyGauge().DataPoints()
 	case kindCounter, kindInfo, kindStateset:
+		// Info and stateset values are counts of things that are (1) or
+		// are not (0): summed, not averaged, when attributes are
+		// aggregated away, hence a non-monotonic Sum (specification).
 		s := m.SetEmptySum()
 		s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
 		s.SetIsMonotonic(kind == kindCounter)
 		f.numbers = s.DataPoints()
 	case kindHistogram, kindCustomBuckets:
 		m.SetEmptyHistogram().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
-	case kindGaugeHistogram:
-		// OTLP has no gauge histogram. A Histogram whose points each stand
-		// alone is what Delta temporality describes; Prometheus's own OTLP
-		// ingestion maps delta histograms back to gauge histograms.
-		m.SetEmptyHistogram().SetAggregationTemporality(pmetric.AggregationTemporalityDelta)
 	case kindSummary:
 		m.SetEmptySummary()
 	case kindExponential:
 		m.SetEmptyExponentialHistogram().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+	case kindGaugeExponential:
+		// A native gauge histogram: each point stands alone. Delta is how
+		// Prometheus's OTLP ingestion maps them back to gauge histograms.
+		m.SetEmptyExponentialHistogram().SetAggregationTemporality(pmetric.AggregationTemporalityDelta)
+	case kindGaugeCustomBuckets:
+		m.SetEmptyHistogram().SetAggregationTemporality(pmetric.AggregationTemporalityDelta)
 	}
-	switch kind {
-	case kindHistogram, kindGaugeHistogram, kindSummary:
-		rb.grouped = append(rb.grouped, f)
+	if kind == kindHistogram || kind == kindSummary {
+		sb.grouped = append(sb.grouped, f)
 	}
 	f.metric = m
-	rb.families[f.key] = f
-	rb.last = f
+	sb.families[f.key] = f
+	sb.last = f
 	return f
 }
 
@@ -413,27 +529,35 @@ const (
 	kindGaugeHistogram
 	kindSummary
 	kindExponential
+	kindGaugeExponential
 	kindCustomBuckets
+	kindGaugeCustomBuckets
 )
 
 func (k metricKind) cumulative() bool {
 	switch k {
-	case kindCounter, kindHistogram, kindSummary, kindExponential, kindCustomBuckets:
+	case kindCounter, kindInfo, kindStateset, kindHistogram, kindSummary, kindExponential, kindCustomBuckets:
 		return true
 	}
 	return false
 }
 
 func kindOf(t model.MetricType, h *histogram.Histogram, fh *histogram.FloatHistogram) metricKind {
-	switch {
-	case h != nil:
-		if histogram.IsCustomBucketsSchema(h.Schema) {
-			return kindCustomBuckets
+	if h != nil || fh != nil {
+		schema, hint := int32(0), histogram.UnknownCounterReset
+		if h != nil {
+			schema, hint = h.Schema, h.CounterResetHint
+		} else {
+			schema, hint = fh.Schema, fh.CounterResetHint
 		}
-		return kindExponential
-	case fh != nil:
-		if histogram.IsCustomBucketsSchema(fh.Schema) {
+		gauge := hint == histogram.GaugeType || t == model.MetricTypeGaugeHistogram
+		switch {
+		case histogram.IsCustomBucketsSchema(schema) && gauge:
+			return kindGaugeCustomBuckets
+		case histogram.IsCustomBucketsSchema(schema):
 			return kindCustomBuckets
+		case gauge:
+			return kindGaugeExponential
 		}
 		return kindExponential
 	}
@@ -454,10 +578,29 @@ func kindOf(t model.MetricType, h *histogram.Histogram, fh *histogram.FloatHisto
 	return kindGauge
 }
 
-// createdFor returns the _created start of the counter point p, if its
-// family exposed one.
-func (ap *appender) createdFor(p *pendingNumber) int64 {
-	var k uint64
-	k, ap.hbuf = p.ls.HashWithoutLabels(ap.hbuf)
-	return ap.created[k]
+// hashLabels is FNV-1a over names and values, to tell scopes apart.
+func hashLabels(ls []labels.Label) uint64 {
+	h := uint64(14695981039346656037)
+	for _, l := range ls {
+		for i := 0; i < len(l.Name); i++ {
+			h = (h ^ uint64(l.Name[i])) * 1099511628211
+		}
+		h = (h ^ 0xff) * 1099511628211
+		for i := 0; i < len(l.Value); i++ {
+			h = (h ^ uint64(l.Value[i])) * 1099511628211
+		}
+		h = (h ^ 0xfe) * 1099511628211
+	}
+	return h
+}
+
+// unitApplies tells whether the family's unit is the unit of the series
+// name: the bucket and count series of a histogram or summary kept as
+// gauges count observations, they are not in the unit.
+func unitApplies(name string, t model.MetricType) bool {
+	switch t {
+	case model.MetricTypeHistogram, model.MetricTypeGaugeHistogram, model.MetricTypeSummary:
+		return !strings.HasSuffix(name, "_bucket") && !strings.HasSuffix(name, "_count") && !strings.HasSuffix(name, "_gcount")
+	}
+	return true
 }

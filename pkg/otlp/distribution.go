@@ -43,12 +43,13 @@ type group struct {
 
 type bucket struct {
 	bound, value float64
+	label        string // the le or quantile label as exposed
 }
 
 // appendClassic adds one series of a classic histogram or summary family to
 // its group. It reports false if the series is not part of the family after
 // all (it is then converted as a gauge of its own name).
-func (ap *appender) appendClassic(rb *resourceBuilder, kind metricKind, ls labels.Labels, st, t int64, v float64, opts storage.AppendV2Options) bool {
+func (ap *appender) appendClassic(sb *scopeBuilder, kind metricKind, ls labels.Labels, st, t int64, v float64, opts storage.AppendV2Options) bool {
 	famName := opts.MetricFamilyName
 	if famName == "" {
 		return false
@@ -58,6 +59,7 @@ func (ap *appender) appendClassic(rb *resourceBuilder, kind metricKind, ls label
 		return false
 	}
 	var bound float64
+	var boundLabel string
 	switch suffix {
 	case "_bucket":
 		if kind == kindSummary {
@@ -67,7 +69,7 @@ func (ap *appender) appendClassic(rb *resourceBuilder, kind metricKind, ls label
 		if err != nil {
 			return false
 		}
-		bound = b
+		bound, boundLabel = b, ap.cur.le
 	case "":
 		if kind != kindSummary {
 			return false
@@ -76,17 +78,13 @@ func (ap *appender) appendClassic(rb *resourceBuilder, kind metricKind, ls label
 		if err != nil {
 			return false
 		}
-		bound = q
+		bound, boundLabel = q, ap.cur.quantile
 	case "_sum", "_count", "_created":
-	case "_gsum", "_gcount":
-		if kind != kindGaugeHistogram {
-			return false
-		}
 	default:
 		return false
 	}
 
-	fam := rb.family(famName, kind, opts)
+	fam := sb.family(famName, kind, opts)
 	drop := "le"
 	if kind == kindSummary {
 		drop = "quantile"
@@ -120,10 +118,10 @@ func (ap *appender) appendClassic(rb *resourceBuilder, kind metricKind, ls label
 	}
 	switch suffix {
 	case "_bucket", "":
-		g.buckets = append(g.buckets, bucket{bound: bound, value: v})
-	case "_sum", "_gsum":
+		g.buckets = append(g.buckets, bucket{bound: bound, value: v, label: boundLabel})
+	case "_sum":
 		g.sum, g.hasSum = v, true
-	case "_count", "_gcount":
+	case "_count":
 		g.count, g.hasCount = v, true
 	case "_created":
 		g.created = v
@@ -137,89 +135,143 @@ func (ap *appender) appendClassic(rb *resourceBuilder, kind metricKind, ls label
 	return true
 }
 
-// finish writes the groups of a classic family as points and lists the
-// cumulative ones for their start times.
-func (ap *appender) finishClassic(f *family) {
-	switch f.key.kind {
-	case kindSummary:
-		dps := f.metric.Summary().DataPoints()
-		dps.EnsureCapacity(len(f.order))
-		for _, g := range f.order {
-			dp := dps.AppendEmpty()
-			dp.SetTimestamp(msToTimestamp(g.t))
-			putAttributes(dp.Attributes(), g.attrs)
-			if g.stale {
-				dp.SetFlags(pmetric.DefaultDataPointFlags.WithNoRecordedValue(true))
-			} else {
-				slices.SortFunc(g.buckets, func(a, b bucket) int { return cmpFloat(a.bound, b.bound) })
-				qs := dp.QuantileValues()
-				qs.EnsureCapacity(len(g.buckets))
-				for _, b := range g.buckets {
-					q := qs.AppendEmpty()
-					q.SetQuantile(b.bound)
-					q.SetValue(b.value)
-				}
-				dp.SetSum(g.sum)
-				dp.SetCount(floatToCount(g.count))
-			}
-			ap.pendingDist = append(ap.pendingDist, pendingDist{
-				setStart: dp.SetStartTimestamp, key: g.key, st: ap.groupStart(g), t: g.t,
-				count: g.count, stale: g.stale,
-			})
+// finishClassic writes the groups of a classic histogram or summary family
+// as points and lists them for their start times. A group that cannot make
+// a valid point (a summary without _count, a histogram with neither buckets
+// nor _count) is not dropped, as the specification would have it, but kept
+// as gauges of its series.
+func (ap *appender) finishClassic(sb *scopeBuilder, f *family) {
+	for _, g := range f.order {
+		if !g.stale && !g.hasCount && (f.key.kind == kindSummary || len(g.buckets) == 0) {
+			ap.fallbackGauges(sb, f, g)
+			continue
 		}
-	default:
-		dps := f.metric.Histogram().DataPoints()
-		dps.EnsureCapacity(len(f.order))
-		for _, g := range f.order {
-			dp := dps.AppendEmpty()
-			dp.SetTimestamp(msToTimestamp(g.t))
-			putAttributes(dp.Attributes(), g.attrs)
-			if g.hasEx {
-				g.exemplars.MoveAndAppendTo(dp.Exemplars())
-			}
-			counts := classicBuckets(g, dp)
-			if f.key.kind == kindGaugeHistogram {
-				continue
-			}
-			ap.pendingDist = append(ap.pendingDist, pendingDist{
-				setStart: dp.SetStartTimestamp, key: g.key, st: ap.groupStart(g), t: g.t,
-				count: g.count, buckets: counts, stale: g.stale,
-			})
+		if f.key.kind == kindSummary {
+			ap.finishSummary(f, g)
+		} else {
+			ap.finishHistogram(f, g)
 		}
+	}
+	if pointsOf(f) == 0 {
+		// Every group fell back: the family itself stays empty.
+		sb.metrics.RemoveIf(func(m pmetric.Metric) bool { return m == f.metric })
+	}
+}
+
+func (ap *appender) finishSummary(f *family, g *group) {
+	dp := f.metric.Summary().DataPoints().AppendEmpty()
+	dp.SetTimestamp(msToTimestamp(g.t))
+	putAttributes(dp.Attributes(), g.attrs)
+	if g.stale {
+		dp.SetFlags(pmetric.DefaultDataPointFlags.WithNoRecordedValue(true))
+	} else {
+		slices.SortStableFunc(g.buckets, func(a, b bucket) int { return cmpFloat(a.bound, b.bound) })
+		qs := dp.QuantileValues()
+		qs.EnsureCapacity(len(g.buckets))
+		for _, b := range g.buckets {
+			q := qs.AppendEmpty()
+			q.SetQuantile(b.bound)
+			q.SetValue(b.value)
+		}
+		dp.SetSum(g.sum)
+		dp.SetCount(floatToCount(g.count))
+	}
+	ap.pendingDist = append(ap.pendingDist, pendingDist{
+		setStart: dp.SetStartTimestamp, key: g.key, st: ap.groupStart(g), t: g.t,
+		count: g.count, stale: g.stale,
+	})
+}
+
+func (ap *appender) finishHistogram(f *family, g *group) {
+	dp := f.metric.Histogram().DataPoints().AppendEmpty()
+	dp.SetTimestamp(msToTimestamp(g.t))
+	putAttributes(dp.Attributes(), g.attrs)
+	if g.hasEx {
+		g.exemplars.MoveAndAppendTo(dp.Exemplars())
+	}
+	counts := classicBuckets(g, dp)
+	ap.pendingDist = append(ap.pendingDist, pendingDist{
+		setStart: dp.SetStartTimestamp, key: g.key, st: ap.groupStart(g), t: g.t,
+		count: g.count, buckets: counts, stale: g.stale,
+	})
+}
+
+// fallbackGauges writes the series of group g as gauges, as exposed.
+func (ap *appender) fallbackGauges(sb *scopeBuilder, f *family, g *group) {
+	bucketName, bucketLabel := f.key.name+"_bucket", model.BucketLabel
+	if f.key.kind == kindSummary {
+		bucketName, bucketLabel = f.key.name, model.QuantileLabel
+	}
+	put := func(name string, v float64, extra *labels.Label) pmetric.NumberDataPoint {
+		dp := sb.family(name, kindGauge, f.meta).numbers.AppendEmpty()
+		dp.SetTimestamp(msToTimestamp(g.t))
+		dp.SetDoubleValue(v)
+		putAttributes(dp.Attributes(), g.attrs)
+		if extra != nil {
+			dp.Attributes().PutStr(extra.Name, extra.Value)
+		}
+		return dp
+	}
+	first := true
+	for _, b := range g.buckets {
+		dp := put(bucketName, b.value, &labels.Label{Name: bucketLabel, Value: b.label})
+		if first && g.hasEx {
+			g.exemplars.MoveAndAppendTo(dp.Exemplars())
+		}
+		first = false
+	}
+	if g.hasSum {
+		put(f.key.name+"_sum", g.sum, nil)
 	}
 }
 
 // classicBuckets turns the cumulative le buckets of g into OTLP bounds and
-// per-bucket counts, and returns the counts for reset detection.
+// per-bucket counts, and returns the counts for reset detection. The total
+// is the +Inf bucket, else _count, else the last bucket: the three agree in
+// a valid exposition. A broken one is repaired into a valid point rather
+// than dropped: buckets with a NaN bound go, a repeated bound keeps its
+// larger count, decreasing cumulative counts are raised to the previous one,
+// and the total is at least the last bucket, so that the counts always add
+// up to the count.
 func classicBuckets(g *group, dp pmetric.HistogramDataPoint) []uint64 {
-	slices.SortStableFunc(g.buckets, func(a, b bucket) int { return cmpFloat(a.bound, b.bound) })
-	bs := g.buckets
-	// A histogram without +Inf bucket still has one: its count is _count.
-	if n := len(bs); n > 0 && math.IsInf(bs[n-1].bound, 1) {
-		if !g.hasCount {
-			g.count, g.hasCount = bs[n-1].value, true
-		}
-		bs = bs[:n-1]
-	}
-	if !g.hasCount && len(bs) > 0 {
-		g.count = bs[len(bs)-1].value
-	}
 	if g.stale {
 		dp.SetFlags(pmetric.DefaultDataPointFlags.WithNoRecordedValue(true))
 		return nil
 	}
+	bs := slices.DeleteFunc(g.buckets, func(b bucket) bool { return math.IsNaN(b.bound) })
+	slices.SortStableFunc(bs, func(a, b bucket) int { return cmpFloat(a.bound, b.bound) })
+	out := bs[:0]
+	for _, b := range bs {
+		if n := len(out); n > 0 && out[n-1].bound == b.bound {
+			out[n-1].value = math.Max(out[n-1].value, b.value)
+			continue
+		}
+		out = append(out, b)
+	}
+	bs = out
+	total, hasTotal := g.count, g.hasCount
+	if n := len(bs); n > 0 && math.IsInf(bs[n-1].bound, 1) {
+		total, hasTotal = bs[n-1].value, true
+		bs = bs[:n-1]
+	}
 	bounds := dp.ExplicitBounds()
 	bounds.EnsureCapacity(len(bs))
 	counts := make([]uint64, len(bs)+1)
-	prev := 0.0
+	var prev uint64
 	for i, b := range bs {
 		bounds.Append(b.bound)
-		counts[i] = floatToCount(b.value - prev)
-		prev = math.Max(prev, b.value)
+		cum := max(floatToCount(b.value), prev)
+		counts[i] = cum - prev
+		prev = cum
 	}
-	counts[len(bs)] = floatToCount(g.count - prev)
+	if !hasTotal {
+		total = 0
+	}
+	all := max(floatToCount(total), prev)
+	counts[len(bs)] = all - prev
 	dp.BucketCounts().FromRaw(counts)
-	dp.SetCount(floatToCount(g.count))
+	dp.SetCount(all)
+	g.count = float64(all)
 	if g.hasSum {
 		dp.SetSum(g.sum)
 	}
@@ -240,19 +292,18 @@ func (ap *appender) groupStart(g *group) int64 {
 
 // appendNative converts a native histogram: exponential buckets to an
 // ExponentialHistogram, custom buckets (NHCB) to a Histogram.
-func (ap *appender) appendNative(rb *resourceBuilder, kind metricKind, key uint64, st, t int64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) {
+func (ap *appender) appendNative(sb *scopeBuilder, kind metricKind, key uint64, st, t int64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) {
 	if fh == nil {
 		fh = h.ToFloat(nil)
 	}
-	name := ap.cur.name
-	fam := rb.family(name, kind, opts)
+	fam := sb.family(ap.cur.name, kind, opts)
 	stale := value.IsStaleNaN(fh.Sum)
-	gauge := fh.CounterResetHint == histogram.GaugeType || opts.Metadata.Type == model.MetricTypeGaugeHistogram
+	gauge := kind == kindGaugeExponential || kind == kindGaugeCustomBuckets
 	reset := fh.CounterResetHint == histogram.CounterReset
 	var counts []uint64
 	var setStart func(pcommon.Timestamp)
 	switch kind {
-	case kindCustomBuckets:
+	case kindCustomBuckets, kindGaugeCustomBuckets:
 		dp := fam.metric.Histogram().DataPoints().AppendEmpty()
 		dp.SetTimestamp(msToTimestamp(t))
 		putAttributes(dp.Attributes(), ap.attrs)
@@ -364,4 +415,11 @@ func cmpFloat(a, b float64) int {
 		return 1
 	}
 	return 0
+}
+
+func pointsOf(f *family) int {
+	if f.key.kind == kindSummary {
+		return f.metric.Summary().DataPoints().Len()
+	}
+	return f.metric.Histogram().DataPoints().Len()
 }

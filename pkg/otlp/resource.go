@@ -2,7 +2,9 @@ package otlp
 
 import (
 	"net"
+	"regexp"
 	"strconv"
+	"strings"
 
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/scrape"
@@ -61,41 +63,84 @@ func buildResource(key resourceKey, t *scrape.Target, opts Options) pcommon.Reso
 			attrs.PutStr(attrURLScheme, u.Scheme)
 		}
 		if opts.KubernetesAttributes {
-			addDiscoveryAttributes(attrs, t.DiscoveredLabels(labels.NewBuilder(labels.EmptyLabels())))
+			// The meta labels are in the discovered labels when the target
+			// came through Prometheus SD in this process, or among the
+			// target's own labels when they were carried along.
+			discovered := t.DiscoveredLabels(labels.NewBuilder(labels.EmptyLabels()))
+			addDiscoveryAttributes(attrs, func(name string) string {
+				if v := t.GetValue(name); v != "" {
+					return v
+				}
+				return discovered.Get(name)
+			})
 		}
 	}
 	return r
 }
 
-// addDiscoveryAttributes maps service-discovery meta labels to semantic
-// convention resource attributes.
-func addDiscoveryAttributes(attrs pcommon.Map, ls labels.Labels) {
-	for sd, attr := range kubernetesAttributes {
-		if v := ls.Get(sd); v != "" {
-			attrs.PutStr(attr, v)
+// discoveryAttributes map service-discovery meta labels to resource
+// attributes: Kubernetes to the k8s.* semantic conventions (as the
+// Collector's receiver and k8sattributes processor add them), Nomad, which
+// has no semantic conventions, to host.id and nomad.*. In this order.
+var discoveryAttributes = []struct{ label, attr string }{
+	{"__meta_kubernetes_namespace", "k8s.namespace.name"},
+	{"__meta_kubernetes_pod_name", "k8s.pod.name"},
+	{"__meta_kubernetes_pod_uid", "k8s.pod.uid"},
+	{"__meta_kubernetes_pod_container_name", "k8s.container.name"},
+	{"__meta_kubernetes_pod_node_name", "k8s.node.name"},
+	{"__meta_kubernetes_node_name", "k8s.node.name"},
+	{"__meta_kubernetes_endpoint_node_name", "k8s.node.name"},
+	{"__meta_kubernetes_endpointslice_endpoint_node_name", "k8s.node.name"},
+	{"__meta_nomad_node_id", "host.id"},
+	{"__meta_nomad_namespace", "nomad.namespace"},
+	{"__meta_nomad_dc", "nomad.datacenter"},
+	{"__meta_nomad_service", "nomad.service.name"},
+	{"__meta_nomad_service_id", "nomad.service.id"},
+}
+
+var (
+	// A ReplicaSet of a Deployment is named <deployment>-<pod-template-hash>,
+	// a Job of a CronJob <cronjob>-<scheduled time in minutes>; the
+	// k8sattributes processor derives the owners the same way.
+	replicaSetName = regexp.MustCompile(`^(.+)-[0-9a-z]{5,10}$`)
+	cronJobName    = regexp.MustCompile(`^(.+)-[0-9]{7,11}$`)
+)
+
+func addDiscoveryAttributes(attrs pcommon.Map, get func(string) string) {
+	for _, m := range discoveryAttributes {
+		if v := get(m.label); v != "" {
+			if _, ok := attrs.Get(m.attr); !ok {
+				attrs.PutStr(m.attr, v)
+			}
 		}
 	}
-	name := ls.Get("__meta_kubernetes_pod_controller_name")
-	switch ls.Get("__meta_kubernetes_pod_controller_kind") {
+	if id := get("__meta_kubernetes_pod_container_id"); id != "" {
+		// <runtime>://<id>
+		if _, after, ok := strings.Cut(id, "://"); ok {
+			id = after
+		}
+		attrs.PutStr("container.id", id)
+	}
+	name := get("__meta_kubernetes_pod_controller_name")
+	if name == "" {
+		return
+	}
+	switch get("__meta_kubernetes_pod_controller_kind") {
 	case "ReplicaSet":
 		attrs.PutStr("k8s.replicaset.name", name)
+		if m := replicaSetName.FindStringSubmatch(name); m != nil {
+			attrs.PutStr("k8s.deployment.name", m[1])
+		}
 	case "DaemonSet":
 		attrs.PutStr("k8s.daemonset.name", name)
 	case "StatefulSet":
 		attrs.PutStr("k8s.statefulset.name", name)
 	case "Job":
 		attrs.PutStr("k8s.job.name", name)
+		if m := cronJobName.FindStringSubmatch(name); m != nil {
+			attrs.PutStr("k8s.cronjob.name", m[1])
+		}
 	case "CronJob":
 		attrs.PutStr("k8s.cronjob.name", name)
 	}
-}
-
-var kubernetesAttributes = map[string]string{
-	"__meta_kubernetes_namespace":          "k8s.namespace.name",
-	"__meta_kubernetes_pod_name":           "k8s.pod.name",
-	"__meta_kubernetes_pod_uid":            "k8s.pod.uid",
-	"__meta_kubernetes_pod_container_name": "k8s.container.name",
-	"__meta_kubernetes_pod_node_name":      "k8s.node.name",
-	"__meta_kubernetes_node_name":          "k8s.node.name",
-	"__meta_kubernetes_endpoint_node_name": "k8s.node.name",
 }

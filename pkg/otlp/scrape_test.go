@@ -83,28 +83,35 @@ func startTarget(t *testing.T) (*httptest.Server, *atomic.Int64) {
 // 100 ms into app until the test ends.
 func runManager(t *testing.T, app *Appendable, addr string) {
 	t.Helper()
-	cfg, err := config.Load(`
+	runManagerConfig(t, app, `
 scrape_configs:
 - job_name: test
   scrape_interval: 100ms
   scrape_timeout: 90ms
-`, nil)
+`, map[string][]*targetgroup.Group{"test": {{
+		Source:  "test",
+		Targets: []model.LabelSet{{model.AddressLabel: model.LabelValue(addr)}},
+	}}})
+}
+
+// runManagerConfig runs a real scrape.Manager with the configuration cfg
+// and the target groups tsets into app until the test ends.
+func runManagerConfig(t *testing.T, app *Appendable, cfg string, tsets map[string][]*targetgroup.Group) {
+	t.Helper()
+	c, err := config.Load(cfg, nil)
 	require.NoError(t, err)
 	opts := &scrape.Options{DiscoveryReloadInterval: model.Duration(10 * time.Millisecond)}
 	ScrapeOptions(opts)
 	mgr, err := scrape.NewManager(opts, nil, nil, nil, app, prometheus.NewRegistry())
 	require.NoError(t, err)
-	require.NoError(t, mgr.ApplyConfig(cfg))
-	tsets := make(chan map[string][]*targetgroup.Group, 1)
+	require.NoError(t, mgr.ApplyConfig(c))
+	ch := make(chan map[string][]*targetgroup.Group, 1)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		_ = mgr.Run(tsets)
+		_ = mgr.Run(ch)
 	}()
-	tsets <- map[string][]*targetgroup.Group{"test": {{
-		Source:  "test",
-		Targets: []model.LabelSet{{model.AddressLabel: model.LabelValue(addr)}},
-	}}}
+	ch <- tsets
 	t.Cleanup(func() {
 		mgr.Stop()
 		<-done

@@ -69,9 +69,11 @@ func (ts *targetState) forget() {
 
 // startFor applies the true-reset-point rule to one cumulative observation
 // of series key at t with value v (counters) or count v (distributions).
+// Only a monotonic stream can reset; a non-monotonic one (info, stateset)
+// keeps the start of its first observation.
 // st is the start timestamp from the scrape (0 if none); it wins when sane.
 // It returns the start timestamp to report, in ms. Must hold ts.mu.
-func (ts *targetState) startFor(key uint64, st, t int64, v float64, buckets []uint64) int64 {
+func (ts *targetState) startFor(key uint64, st, t int64, v float64, buckets []uint64, monotonic bool) int64 {
 	s, ok := ts.series[key]
 	if !ok {
 		s = &seriesState{start: t}
@@ -86,7 +88,7 @@ func (ts *targetState) startFor(key uint64, st, t int64, v float64, buckets []ui
 	switch {
 	case st > 0 && st <= t:
 		s.start = st
-	case v < s.last || bucketsDecreased(buckets, s.buckets):
+	case monotonic && (v < s.last || bucketsDecreased(buckets, s.buckets)):
 		// A reset: the stream restarted somewhere in (previous, t]. Like the
 		// Collector's adjuster, say it started 1 ms before this point.
 		s.start = t - 1

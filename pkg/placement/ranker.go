@@ -46,6 +46,16 @@ func (r *Ranker) Members() []Member { return r.members }
 // Preferred is Preferred(key, r.Members()): the index of the member with the
 // highest score for key, or -1 if there are no members.
 func (r *Ranker) Preferred(key uint64) int {
+	if r.equal {
+		best, bh := -1, uint64(0)
+		for i := range r.members {
+			h := mix(key^r.mh[i]) >> 11
+			if best < 0 || h > bh || (h == bh && r.members[i].ID < r.members[best].ID) {
+				best, bh = i, h
+			}
+		}
+		return best
+	}
 	best := -1
 	for i := range r.members {
 		if best < 0 || r.better(key, i, best) {

@@ -385,11 +385,15 @@ func (ch changes) empty() bool { return len(ch.jobs) == 0 && len(ch.targets) == 
 func (c *catalog) takeChanges() changes {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	ch := changes{jobs: c.dirtyJobs, targets: c.dirtyTargets}
-	if len(ch.jobs) > 0 {
+	// An empty set stays in place (no allocation per idle publish), so it
+	// must not be handed out: the writer keeps using it.
+	var ch changes
+	if len(c.dirtyJobs) > 0 {
+		ch.jobs = c.dirtyJobs
 		c.dirtyJobs = map[string]struct{}{}
 	}
-	if len(ch.targets) > 0 {
+	if len(c.dirtyTargets) > 0 {
+		ch.targets = c.dirtyTargets
 		c.dirtyTargets = map[uint64]struct{}{}
 	}
 	return ch

@@ -102,7 +102,7 @@ func TestRelabel(t *testing.T) {
       - target_label: __metrics_path__
         replacement: /probe`,
 			group: tg("g", model.LabelSet{"__meta_rack": "r7"}, addr("h1:80", "__meta_zone", "a")),
-			want: want{active: map[string]map[string]string{"h1:80": {"location": "a-r7", "__metrics_path__": "/probe"}}},
+			want:  want{active: map[string]map[string]string{"h1:80": {"location": "a-r7", "__metrics_path__": "/probe"}}},
 		},
 		{
 			name: "labelmap",
@@ -110,7 +110,7 @@ func TestRelabel(t *testing.T) {
       - regex: __meta_kubernetes_pod_label_(.+)
         action: labelmap`,
 			group: tg("g", nil, addr("h1:80", "__meta_kubernetes_pod_label_app", "web", "__meta_kubernetes_pod_label_tier", "fe")),
-			want: want{active: map[string]map[string]string{"h1:80": {"app": "web", "tier": "fe"}}},
+			want:  want{active: map[string]map[string]string{"h1:80": {"app": "web", "tier": "fe"}}},
 		},
 		{
 			name: "address rewrite keeps instance from the new address",

@@ -38,6 +38,9 @@ func (d *Discoverer) publishLoop(ctx context.Context) {
 		case err != nil:
 			d.m.publishFailures.Inc()
 			needReconcile = true
+			// Make the publisher again: if the NATS server lost its
+			// store, this recreates the buckets.
+			d.pub = nil
 			delay = nextRetry(delay)
 			d.logger.Warn("publish failed, will reconcile", "err", err, "retry_in", delay)
 			select {

@@ -13,9 +13,21 @@ import (
 	"github.com/allot-dev/allot/pkg/leases"
 )
 
-// ErrUnknownScraper is returned by Drain for a scraper that is not a live
-// member.
-var ErrUnknownScraper = errors.New("rebalancer: unknown scraper")
+var (
+	// ErrUnknownScraper is returned by Drain for a scraper that is not a
+	// live member.
+	ErrUnknownScraper = errors.New("rebalancer: unknown scraper")
+	// ErrInvalidScraper is returned for an empty scraper ID or one with a
+	// "/" (it would name another key).
+	ErrInvalidScraper = errors.New("rebalancer: invalid scraper id")
+)
+
+func checkScraperID(id string) error {
+	if id == "" || strings.Contains(id, "/") {
+		return ErrInvalidScraper
+	}
+	return nil
+}
 
 // Drain marks are kept at <prefix>drain/<scraper-id> without a lease, so that
 // they survive rebalancer restarts and any leader sees them. The leader
@@ -41,8 +53,8 @@ type drainMark struct {
 // no target onto it, until it leaves or Undrain is called. Any rebalancer
 // (leader or not) may be asked; the mark is in etcd.
 func (r *Rebalancer) Drain(ctx context.Context, scraper string) error {
-	if scraper == "" || strings.Contains(scraper, "/") {
-		return fmt.Errorf("drain %q: invalid scraper id", scraper)
+	if err := checkScraperID(scraper); err != nil {
+		return fmt.Errorf("drain %q: %w", scraper, err)
 	}
 	v, err := json.Marshal(drainMark{Scraper: scraper, Requested: time.Now().UTC(), By: r.cfg.ID})
 	if err != nil {
@@ -71,8 +83,8 @@ func (r *Rebalancer) Drain(ctx context.Context, scraper string) error {
 // out of balance and fills it. Undraining a scraper that is not drained is
 // not an error.
 func (r *Rebalancer) Undrain(ctx context.Context, scraper string) error {
-	if scraper == "" || strings.Contains(scraper, "/") {
-		return fmt.Errorf("undrain %q: invalid scraper id", scraper)
+	if err := checkScraperID(scraper); err != nil {
+		return fmt.Errorf("undrain %q: %w", scraper, err)
 	}
 	if _, err := r.etcd.Delete(ctx, DrainKey(r.cfg.Keyspace, scraper)); err != nil {
 		return fmt.Errorf("undrain %s: %w", scraper, err)

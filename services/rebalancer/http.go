@@ -49,6 +49,8 @@ func (r *Rebalancer) serveDrain(w http.ResponseWriter, req *http.Request, drain 
 		err = r.Undrain(req.Context(), id)
 	}
 	switch {
+	case errors.Is(err, ErrInvalidScraper):
+		writeJSON(w, http.StatusBadRequest, errorResponse{err.Error()})
 	case errors.Is(err, ErrUnknownScraper):
 		writeJSON(w, http.StatusNotFound, errorResponse{err.Error()})
 	case err != nil:

@@ -83,7 +83,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 		}),
 		plans: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "allot_rebalancer_plans_total",
-			Help: "Plans made (evaluations that found the cluster out of balance or a scraper draining).",
+			Help: "Plans with at least one move (made when the cluster was out of balance or a scraper draining).",
 		}),
 		evaluations: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "allot_rebalancer_evaluations_total",

@@ -51,9 +51,9 @@ func TestClaimMoveProtocolModel(t *testing.T) {
 		require.NoError(t, err)
 		seed = v
 	}
-	duration := 12 * time.Second
+	duration := 6 * time.Second
 	if testing.Short() {
-		duration = 4 * time.Second
+		duration = 3 * time.Second
 	}
 	t.Logf("seed %d (rerun with ALLOT_MODEL_SEED=%d)", seed, seed)
 	ctx := context.Background()

@@ -163,7 +163,10 @@ func (r *Rebalancer) candidate(ctx context.Context) error {
 	el := concurrency.NewElection(cs, r.cfg.Keyspace.Election(electionName))
 
 	var wg sync.WaitGroup
-	defer wg.Wait()
+	defer func() {
+		cancel()
+		wg.Wait()
+	}()
 	wg.Go(func() { r.standby(cctx, el) })
 
 	if err := el.Campaign(cctx, r.cfg.ID); err != nil {

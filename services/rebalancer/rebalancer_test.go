@@ -4,10 +4,10 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"os"
-	"strings"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -22,12 +22,14 @@ import (
 // testConfig is a rebalancer config scaled down for tests.
 func (c *testCluster) testConfig(id string) Config {
 	return Config{
-		ID:                 id,
-		Keyspace:           c.ks,
-		Session:            leases.SessionConfig{TTL: testTTL},
-		Interval:           200 * time.Millisecond,
-		MovesPerSecond:     200,
-		MaxConcurrentMoves: 50,
+		ID:       id,
+		Keyspace: c.ks,
+		Session:  leases.SessionConfig{TTL: testTTL},
+		Interval: 200 * time.Millisecond,
+		// Many moves at once: etcd commits concurrent writes with one
+		// fsync, which is what bounds these tests on a busy disk.
+		MovesPerSecond:     1000,
+		MaxConcurrentMoves: 150,
 		// MoveTimeout stays at its default (10s): slow -race runs on a
 		// loaded machine must not time moves out.
 	}
@@ -160,7 +162,7 @@ func TestRebalancesImbalance(t *testing.T) {
 
 func TestDrain(t *testing.T) {
 	ctx := context.Background()
-	c := newTestCluster(t, 120, 2)
+	c := newTestCluster(t, 60, 2)
 	scrapers := []*simScraper{
 		c.startScraper("a", simConfig{Seed: 1}),
 		c.startScraper("b", simConfig{Seed: 2}),
@@ -246,19 +248,19 @@ func TestDrain(t *testing.T) {
 
 func TestLeaderKilledMidPlan(t *testing.T) {
 	ctx := context.Background()
-	c := newTestCluster(t, 300, 3)
+	c := newTestCluster(t, 90, 3)
 	scrapers := []*simScraper{
-		c.startScraper("a", simConfig{Seed: 1, AutoClaim: true, MaxPrepare: 100 * time.Millisecond}),
-		c.startScraper("b", simConfig{Seed: 2, AutoClaim: true, MaxPrepare: 100 * time.Millisecond}),
-		c.startScraper("c", simConfig{Seed: 3, AutoClaim: true, MaxPrepare: 100 * time.Millisecond}),
+		c.startScraper("a", simConfig{Seed: 1, AutoClaim: true, MaxPrepare: 300 * time.Millisecond}),
+		c.startScraper("b", simConfig{Seed: 2, AutoClaim: true, MaxPrepare: 300 * time.Millisecond}),
+		c.startScraper("c", simConfig{Seed: 3, AutoClaim: true, MaxPrepare: 300 * time.Millisecond}),
 	}
 	require.NoError(t, scrapers[0].claim(ctx, c.targets))
 	cli := c.client()
 
 	// A slow leader, so that it is killed with moves pending.
 	cfg := c.testConfig("r1")
-	cfg.MovesPerSecond = 40
-	cfg.MaxConcurrentMoves = 10
+	cfg.MovesPerSecond = 20
+	cfg.MaxConcurrentMoves = 5
 	r1, cli1, stop1 := c.runRebalancer(cfg, nil)
 	waitFor(t, 10*time.Second, "r1 leads", func() error {
 		if !r1.IsLeader() {
@@ -266,20 +268,31 @@ func TestLeaderKilledMidPlan(t *testing.T) {
 		}
 		return nil
 	})
-	cfg2 := cfg
-	cfg2.ID = "r2"
+	cfg2 := c.testConfig("r2")
 	r2, _, _ := c.runRebalancer(cfg2, nil)
-
-	waitFor(t, 20*time.Second, "r1 mid-plan", func() error {
-		st := r1.Status()
-		if len(st.Moves) < 20 || st.Pending == 0 {
-			return fmt.Errorf("%d moves done, %d pending", len(st.Moves), st.Pending)
+	// The standby knows who leads and shows the scrapers from their reports.
+	waitFor(t, 10*time.Second, "r2 standing by", func() error {
+		st := r2.Status()
+		if st.IsLeader || st.Leader != "r1" || len(st.Scrapers) != 3 {
+			return fmt.Errorf("status: leader %q (self: %v), %d scrapers", st.Leader, st.IsLeader, len(st.Scrapers))
 		}
 		return nil
 	})
-	resp, err := cli.Get(ctx, c.ks.Moves(), clientv3.WithPrefix())
-	require.NoError(t, err)
-	t.Logf("killing r1 with %d moves in etcd", len(resp.Kvs))
+
+	var inEtcd int64
+	waitFor(t, 20*time.Second, "r1 mid-plan", func() error {
+		st := r1.Status()
+		resp, err := cli.Get(ctx, c.ks.Moves(), clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			return err
+		}
+		inEtcd = resp.Count
+		if len(st.Moves) < 5 || inEtcd == 0 {
+			return fmt.Errorf("%d moves done, %d in etcd", len(st.Moves), inEtcd)
+		}
+		return nil
+	})
+	t.Logf("killing r1 after %d moves, with about %d in etcd", len(r1.Status().Moves), inEtcd)
 	// Killed: its connection to etcd is gone without resigning or revoking.
 	require.NoError(t, cli1.Close())
 

@@ -18,8 +18,9 @@ import (
 	"github.com/allot-dev/allot/pkg/leases"
 )
 
-// testTTL is the lease TTL of every session in these tests (the minimum).
-const testTTL = leases.MinTTL
+// testTTL is the lease TTL of every session in these tests: short, but
+// long enough that a -race run on a busy machine keeps its leases.
+const testTTL = 3 * time.Second
 
 // testCluster is an embedded etcd and the target catalog the simulated
 // scrapers share.
@@ -77,7 +78,7 @@ type simConfig struct {
 	// MaxEventDelay delays the handling of each watch event by a random
 	// time up to this long (a slow scraper).
 	MaxEventDelay time.Duration
-	// LoadEvery is how often the load report is put; zero means 200ms.
+	// LoadEvery is how often the load report is put; zero means 500ms.
 	LoadEvery time.Duration
 	Seed      uint64
 }
@@ -149,7 +150,11 @@ func (sc *simScraper) start() error {
 		case <-s.Done():
 			sc.mu.Lock()
 			clear(sc.owned)
+			cut := sc.cut
 			sc.mu.Unlock()
+			if !cut && ctx.Err() == nil {
+				sc.c.t.Logf("scraper %s lost its session: %v", sc.id, s.Err())
+			}
 		case <-ctx.Done():
 		}
 	}()
@@ -189,7 +194,7 @@ func (sc *simScraper) release(ctx context.Context, target string) error {
 
 func (sc *simScraper) follow(ctx context.Context, events <-chan leases.Event) {
 	for ev := range events {
-		if sc.cfg.MaxEventDelay > 0 {
+		if sc.cfg.MaxEventDelay > 0 && sc.concerns(ev) {
 			sc.mu.Lock()
 			d := time.Duration(sc.rng.Int64N(int64(sc.cfg.MaxEventDelay)))
 			sc.mu.Unlock()
@@ -226,6 +231,18 @@ func (sc *simScraper) follow(ctx context.Context, events <-chan leases.Event) {
 	}
 }
 
+// concerns says whether ev is about this scraper: a move to it, or the end
+// of a move or the deletion of a claim it believes it owns.
+func (sc *simScraper) concerns(ev leases.Event) bool {
+	if ev.Type == leases.MoveStarted {
+		return ev.Move.To == sc.id
+	}
+	sc.mu.Lock()
+	defer sc.mu.Unlock()
+	_, owned := sc.owned[ev.Target]
+	return owned || ev.Type == leases.Resync
+}
+
 // takeOver prepares for a while, then completes the move.
 func (sc *simScraper) takeOver(ctx context.Context, m leases.Move) {
 	if sc.cfg.MaxPrepare > 0 {
@@ -242,7 +259,7 @@ func (sc *simScraper) takeOver(ctx context.Context, m leases.Move) {
 	}
 	cl, err := sc.claims.TakeOver(ctx, m)
 	if os.Getenv("ALLOT_TEST_LOG") != "" {
-		sc.c.t.Logf("%s takeover %s: %v", sc.id, m.Target, err)
+		sc.c.t.Logf("%s %s takeover %s: %v", time.Now().Format("15:04:05.000"), sc.id, m.Target, err)
 	}
 	if err != nil {
 		return // aborted, vanished, or the claim changed: the source keeps it
@@ -306,7 +323,7 @@ func (sc *simScraper) sweep(ctx context.Context) {
 func (sc *simScraper) report(ctx context.Context) {
 	every := sc.cfg.LoadEvery
 	if every == 0 {
-		every = 200 * time.Millisecond
+		every = 500 * time.Millisecond
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()

@@ -26,6 +26,10 @@
 // sides: the destination prepares, takes over, then forwards; the source
 // stops without staleness markers once the claim is no longer its own.
 //
+// A graceful stop shuts the gate, revokes the lease (so the others claim at
+// once) and only then winds the scrape loops down; a crash is seen by the
+// others when the lease expires, a TTL later.
+//
 // All state changes run on one actor goroutine (actor.go); etcd
 // transactions run on a worker goroutine beside it, so a slow etcd never
 // stalls the reaction to catalog or membership changes.

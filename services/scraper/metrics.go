@@ -24,6 +24,7 @@ type metrics struct {
 	released    prometheus.Counter
 	lost        *prometheus.CounterVec
 	badJobs     prometheus.Counter
+	movesIn     *prometheus.CounterVec
 	gateDropped *prometheus.CounterVec
 	collectors  []prometheus.Collector
 }
@@ -64,6 +65,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 			Name: "allot_scraper_invalid_jobs_total",
 			Help: "Job configs from the catalog that Prometheus rejected; their targets are not scraped.",
 		}),
+		movesIn: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "allot_scraper_moves_in_total",
+			Help: "Moves of targets to this scraper, by result: done (taken over) or failed (the claim or the move changed, or it timed out).",
+		}, []string{"result"}),
 		gateDropped: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "allot_scraper_gate_dropped_total",
 			Help: "Samples the ownership gate dropped instead of forwarding, by reason.",
@@ -75,7 +80,10 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	for _, r := range []string{"session", "moved", "deleted"} {
 		m.lost.WithLabelValues(r)
 	}
-	m.collectors = []prometheus.Collector{m.targets, m.catalog, m.slots, m.failovers, m.sessions, m.released, m.lost, m.badJobs, m.gateDropped}
+	for _, r := range []string{"done", "failed"} {
+		m.movesIn.WithLabelValues(r)
+	}
+	m.collectors = []prometheus.Collector{m.targets, m.catalog, m.slots, m.failovers, m.sessions, m.released, m.lost, m.badJobs, m.movesIn, m.gateDropped}
 	if reg == nil {
 		return m, nil
 	}

@@ -124,3 +124,13 @@ func (r *ranking) followed() []int {
 	}
 	return out
 }
+
+// lost says whether a member of r is missing from next.
+func (r *ranking) lost(next *ranking) bool {
+	for _, m := range r.members {
+		if !slices.ContainsFunc(next.members, func(n placement.Member) bool { return n.ID == m.ID }) {
+			return true
+		}
+	}
+	return false
+}

@@ -62,8 +62,9 @@ type Scraper struct {
 	a actorState
 
 	// view is the set of owned targets, for Targets() and load reports.
-	viewMu sync.RWMutex
-	view   map[string]events.Target
+	viewMu  sync.RWMutex
+	view    map[string]events.Target
+	jobErrs map[string]string // jobs whose config was rejected, and why
 
 	sessMu sync.Mutex
 	sess   *leases.Session // the newest session, closed by Run at the end
@@ -125,6 +126,7 @@ func newScraper(cfg Config, etcd *clientv3.Client, app storage.AppendableV2, reg
 		tsets:          make(chan map[string][]*targetgroup.Group),
 		configs:        make(chan appliedConfig, 1),
 		view:           map[string]events.Target{},
+		jobErrs:        map[string]string{},
 		resyncInterval: time.Minute,
 	}
 	s.gate = newGate(app, m.gateDropped)
@@ -171,15 +173,30 @@ func (s *Scraper) Run(ctx context.Context) error {
 	s.goFn(func() { s.sessions(ctx) })
 
 	<-ctx.Done()
+	// Hand over first: shut the gate (nothing more is forwarded, so no
+	// sample can overlap with the next owner's) and revoke the lease, so
+	// the others claim at once instead of after our scrape loops wound
+	// down, which can take a scrape timeout.
+	s.gate.setLive(nil)
+	err := s.closeSession()
 	s.wg.Wait()
-	// Scrapes in flight finish and are forwarded while the lease is still
-	// held; only then is the lease given up.
+	// A session opened while we were closing the first one.
+	if cerr := s.closeSession(); err == nil {
+		err = cerr
+	}
 	s.mgr.Stop()
 	<-mgrDone
 	s.mgr.UnregisterMetrics()
 	s.metrics.unregister(s.reg)
-	s.gate.setLive(nil)
+	s.viewMu.Lock()
+	clear(s.view)
+	s.viewMu.Unlock()
+	s.logger.Info("scraper stopped")
+	return err
+}
 
+// closeSession revokes the current session, if any.
+func (s *Scraper) closeSession() error {
 	s.sessMu.Lock()
 	sess := s.sess
 	s.sess = nil
@@ -190,7 +207,7 @@ func (s *Scraper) Run(ctx context.Context) error {
 	if err := sess.Close(); err != nil {
 		return fmt.Errorf("scraper %s: %w", s.cfg.ID, err)
 	}
-	s.logger.Info("scraper stopped, lease revoked")
+	s.logger.Info("lease revoked")
 	return nil
 }
 

@@ -18,7 +18,6 @@ type batch struct {
 	target  string    // catalog id, from the scrape target in the context
 	ts      int64     // timestamp of the batch's `up` sample (ms), or of its first sample
 	up      float64   // value of `up`, NaN-free; -1 if the batch has none
-	names   []string  // metric names in the batch
 	stale   bool      // every sample is a staleness marker
 	at      time.Time // when it was committed
 }
@@ -26,8 +25,9 @@ type batch struct {
 // recorder is a storage.AppendableV2 sink that records every committed
 // batch, per scraper, for exact assertions.
 type recorder struct {
-	mu      sync.Mutex
-	batches []batch
+	mu    sync.Mutex
+	byID  map[string][]batch
+	names map[string]bool // every metric name seen
 }
 
 // For returns the appendable scraper should write to.
@@ -35,21 +35,57 @@ func (r *recorder) For(scraper string) storage.AppendableV2 {
 	return recorderFor{r: r, scraper: scraper}
 }
 
+// target returns the batches of target id, in commit order.
+func (r *recorder) target(id string) []batch {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.byID[id])
+}
+
+// snapshot returns every batch, grouped by target.
 func (r *recorder) snapshot() []batch {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return slices.Clone(r.batches)
+	var out []batch
+	for _, bs := range r.byID {
+		out = append(out, bs...)
+	}
+	return out
 }
 
 // byTarget returns the non-stale batches per target.
 func (r *recorder) byTarget() map[string][]batch {
-	out := map[string][]batch{}
-	for _, b := range r.snapshot() {
-		if !b.stale {
-			out[b.target] = append(out[b.target], b)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make(map[string][]batch, len(r.byID))
+	for id, bs := range r.byID {
+		for _, b := range bs {
+			if !b.stale {
+				out[id] = append(out[id], b)
+			}
 		}
 	}
 	return out
+}
+
+// count is the number of non-stale batches of target id.
+func (r *recorder) count(id string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, b := range r.byID[id] {
+		if !b.stale {
+			n++
+		}
+	}
+	return n
+}
+
+// seen says whether a sample of metric name was ever forwarded.
+func (r *recorder) seen(name string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.names[name]
 }
 
 type recorderFor struct {
@@ -70,6 +106,7 @@ type recordingAppender struct {
 	b     batch
 	n     int
 	stale int
+	names map[string]bool
 }
 
 func (a *recordingAppender) Append(_ storage.SeriesRef, ls labels.Labels, _, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, _ storage.AppendV2Options) (storage.SeriesRef, error) {
@@ -87,7 +124,10 @@ func (a *recordingAppender) Append(_ storage.SeriesRef, ls labels.Labels, _, t i
 			a.b.up = v
 		}
 	}
-	a.b.names = append(a.b.names, name)
+	if a.names == nil {
+		a.names = map[string]bool{}
+	}
+	a.names[name] = true
 	return storage.SeriesRef(a.n), nil
 }
 
@@ -98,7 +138,13 @@ func (a *recordingAppender) Commit() error {
 	a.b.stale = a.n == a.stale
 	a.b.at = time.Now()
 	a.r.mu.Lock()
-	a.r.batches = append(a.r.batches, a.b)
+	if a.r.byID == nil {
+		a.r.byID, a.r.names = map[string][]batch{}, map[string]bool{}
+	}
+	a.r.byID[a.b.target] = append(a.r.byID[a.b.target], a.b)
+	for n := range a.names {
+		a.r.names[n] = true
+	}
 	a.r.mu.Unlock()
 	return nil
 }

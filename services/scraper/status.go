@@ -49,11 +49,12 @@ func (s *Scraper) delView(id string) {
 }
 
 // Targets lists the targets this scraper owns, sorted by job and URL. A
-// target whose scrape loop has not started yet (or whose job config is not
-// loaded) shows health "unknown".
+// target whose scrape loop has not started yet (or whose job config was
+// rejected, said in LastError) shows health "unknown".
 func (s *Scraper) Targets() []TargetStatus {
 	s.viewMu.RLock()
 	view := maps.Clone(s.view)
+	jobErrs := maps.Clone(s.jobErrs)
 	s.viewMu.RUnlock()
 
 	out := make([]TargetStatus, 0, len(view))
@@ -69,7 +70,12 @@ func (s *Scraper) Targets() []TargetStatus {
 		}
 	}
 	for id, t := range view {
+		lastErr := ""
+		if msg, ok := jobErrs[t.Job]; ok {
+			lastErr = "job config rejected: " + msg
+		}
 		out = append(out, TargetStatus{
+			LastError:        lastErr,
 			ID:               id,
 			Job:              t.Job,
 			ScrapePool:       t.Job,
@@ -127,26 +133,36 @@ func intervalOf(v string) time.Duration {
 	return time.Duration(d)
 }
 
-// load is the scraper's load report: series from the gate, scrape time
-// from the scrape manager.
+// load is the scraper's load report: series from the gate (what the last
+// forwarded scrape of each target had), scrape time from the scrape
+// manager. It skips the label work of Targets: it runs every few seconds.
 func (s *Scraper) load(now time.Time) leases.Load {
-	ts := s.Targets()
+	s.viewMu.RLock()
+	owned := make(map[string]struct{}, len(s.view))
+	for id := range s.view {
+		owned[id] = struct{}{}
+	}
+	s.viewMu.RUnlock()
 	l := leases.Load{
 		Scraper:   s.cfg.ID,
-		Targets:   len(ts),
-		PerTarget: make(map[string]leases.TargetLoad, len(ts)),
+		Targets:   len(owned),
+		PerTarget: make(map[string]leases.TargetLoad, len(owned)),
 		Updated:   now,
 	}
-	for _, t := range ts {
-		l.Series += int64(t.Series)
-		if iv := t.ScrapeInterval.Seconds(); iv > 0 {
-			l.SamplesPerSecond += float64(t.Series) / iv
-			l.ScrapeSecondsPerSecond += t.LastScrapeDuration.Seconds() / iv
-		}
-		l.PerTarget[t.ID] = leases.TargetLoad{
-			Series:        int64(t.Series),
-			ScrapeSeconds: t.LastScrapeDuration.Seconds(),
-			LastScrape:    t.LastScrape,
+	for _, ts := range s.mgr.TargetsActive() {
+		for _, t := range ts {
+			id := t.GetValue(targetIDLabel)
+			if _, ok := owned[id]; !ok {
+				continue
+			}
+			series, _, _ := s.gate.stats(id)
+			dur := t.LastScrapeDuration()
+			l.Series += series
+			if iv := intervalOf(t.GetValue(model.ScrapeIntervalLabel)).Seconds(); iv > 0 {
+				l.SamplesPerSecond += float64(series) / iv
+				l.ScrapeSecondsPerSecond += dur.Seconds() / iv
+			}
+			l.PerTarget[id] = leases.TargetLoad{Series: series, ScrapeSeconds: dur.Seconds(), LastScrape: t.LastScrape()}
 		}
 	}
 	return l

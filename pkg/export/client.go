@@ -1,0 +1,171 @@
+package export
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/common/config"
+)
+
+// ClientConfig is how an exporter reaches its backend: headers,
+// authentication (a bearer token or basic auth) and TLS, including client
+// certificates (mTLS).
+type ClientConfig struct {
+	// Headers are added to every request (HTTP headers, gRPC metadata).
+	Headers map[string]string `yaml:"headers,omitempty"`
+	// BearerToken or BearerTokenFile (read at every request, so a rotated
+	// token is picked up) is sent as "Authorization: Bearer <token>".
+	BearerToken     config.Secret `yaml:"bearer_token,omitempty"`
+	BearerTokenFile string        `yaml:"bearer_token_file,omitempty"`
+	BasicAuth       *BasicAuth    `yaml:"basic_auth,omitempty"`
+	// TLS configures server verification and the client certificate.
+	TLS config.TLSConfig `yaml:"tls_config,omitempty"`
+	// Timeout bounds one request (default 10s).
+	Timeout time.Duration `yaml:"timeout,omitempty"`
+}
+
+// BasicAuth is HTTP basic authentication.
+type BasicAuth struct {
+	Username     string        `yaml:"username"`
+	Password     config.Secret `yaml:"password,omitempty"`
+	PasswordFile string        `yaml:"password_file,omitempty"`
+}
+
+func (c *ClientConfig) validate() error {
+	if c.BearerToken != "" && c.BearerTokenFile != "" {
+		return errors.New("bearer_token and bearer_token_file are mutually exclusive")
+	}
+	if c.BasicAuth != nil {
+		if c.BearerToken != "" || c.BearerTokenFile != "" {
+			return errors.New("basic_auth and bearer_token(_file) are mutually exclusive")
+		}
+		if c.BasicAuth.Username == "" {
+			return errors.New("basic_auth needs a username")
+		}
+		if c.BasicAuth.Password != "" && c.BasicAuth.PasswordFile != "" {
+			return errors.New("basic_auth: password and password_file are mutually exclusive")
+		}
+	}
+	if c.hasAuth() {
+		for k := range c.Headers {
+			if strings.EqualFold(k, "Authorization") {
+				return errors.New("an Authorization header and bearer_token/basic_auth are mutually exclusive")
+			}
+		}
+	}
+	for k := range c.Headers {
+		if k == "" || strings.ContainsAny(k, " :\r\n") {
+			return fmt.Errorf("invalid header name %q", k)
+		}
+	}
+	if c.Timeout < 0 {
+		return errors.New("timeout must not be negative")
+	}
+	if err := c.TLS.Validate(); err != nil {
+		return fmt.Errorf("tls_config: %w", err)
+	}
+	return nil
+}
+
+func (c *ClientConfig) hasAuth() bool {
+	return c.BearerToken != "" || c.BearerTokenFile != "" || c.BasicAuth != nil
+}
+
+func (c *ClientConfig) hasTLS() bool {
+	return c.TLS != (config.TLSConfig{})
+}
+
+// tlsConfig returns the TLS configuration; nil means the defaults.
+func (c *ClientConfig) tlsConfig() (*tls.Config, error) {
+	if !c.hasTLS() {
+		return nil, nil
+	}
+	tc, err := config.NewTLSConfig(&c.TLS)
+	if err != nil {
+		return nil, fmt.Errorf("tls_config: %w", err)
+	}
+	return tc, nil
+}
+
+// authorization returns the value of the Authorization header, if any.
+func (c *ClientConfig) authorization() (string, error) {
+	switch {
+	case c.BearerToken != "":
+		return "Bearer " + string(c.BearerToken), nil
+	case c.BearerTokenFile != "":
+		b, err := os.ReadFile(c.BearerTokenFile)
+		if err != nil {
+			return "", fmt.Errorf("read bearer token: %w", err)
+		}
+		return "Bearer " + strings.TrimSpace(string(b)), nil
+	case c.BasicAuth != nil:
+		pw := string(c.BasicAuth.Password)
+		if c.BasicAuth.PasswordFile != "" {
+			b, err := os.ReadFile(c.BasicAuth.PasswordFile)
+			if err != nil {
+				return "", fmt.Errorf("read basic auth password: %w", err)
+			}
+			pw = strings.TrimSpace(string(b))
+		}
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte(c.BasicAuth.Username+":"+pw)), nil
+	}
+	return "", nil
+}
+
+// httpClient builds the HTTP client of an exporter.
+func (c *ClientConfig) httpClient() (*http.Client, error) {
+	tc, err := c.tlsConfig()
+	if err != nil {
+		return nil, err
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if tc != nil {
+		tr.TLSClientConfig = tc
+	}
+	return &http.Client{Transport: tr}, nil
+}
+
+// setHeaders sets the configured headers and authorization on req.
+func (c *ClientConfig) setHeaders(req *http.Request) error {
+	for k, v := range c.Headers {
+		req.Header.Set(k, v)
+	}
+	auth, err := c.authorization()
+	if err != nil {
+		return err
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	return nil
+}
+
+// perRPC adds headers and authorization to gRPC calls
+// (credentials.PerRPCCredentials).
+type perRPC struct{ c *ClientConfig }
+
+func (p perRPC) GetRequestMetadata(context.Context, ...string) (map[string]string, error) {
+	md := make(map[string]string, len(p.c.Headers)+1)
+	for k, v := range p.c.Headers {
+		md[strings.ToLower(k)] = v
+	}
+	auth, err := p.c.authorization()
+	if err != nil {
+		return nil, err
+	}
+	if auth != "" {
+		md["authorization"] = auth
+	}
+	return md, nil
+}
+
+// RequireTransportSecurity is false: sending credentials over plain text is
+// the operator's choice (an http:// endpoint), as with OTLP/HTTP.
+func (perRPC) RequireTransportSecurity() bool { return false }

@@ -1,0 +1,181 @@
+package export
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
+	"google.golang.org/genproto/googleapis/rpc/errdetails"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding/gzip"
+	"google.golang.org/grpc/status"
+)
+
+// OTLPGRPCConfig configures OTLP over gRPC.
+type OTLPGRPCConfig struct {
+	// Endpoint is host:port, or http://host:port (plain text) or
+	// https://host:port (TLS). A bare host:port uses TLS when Client.TLS is
+	// configured, plain text otherwise. Empty: OTEL_EXPORTER_OTLP_METRICS_
+	// ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT.
+	Endpoint string
+	// Compression is gzip (default) or none.
+	Compression string
+	// Name labels the exporter's metrics and logs (default "otlpgrpc").
+	Name   string
+	Client ClientConfig
+	Queue  QueueConfig
+	Batch  BatchConfig
+	Retry  RetryConfig
+}
+
+// OTLPGRPC exports to an OTLP/gRPC endpoint.
+type OTLPGRPC struct {
+	*pipeline
+	target string
+}
+
+var _ Exporter = (*OTLPGRPC)(nil)
+
+// NewOTLPGRPC starts an OTLP/gRPC exporter. Stop it with Shutdown.
+func NewOTLPGRPC(cfg OTLPGRPCConfig, reg prometheus.Registerer, logger *slog.Logger) (*OTLPGRPC, error) {
+	return newOTLPGRPC(cfg, newMetrics(reg), logger)
+}
+
+func newOTLPGRPC(cfg OTLPGRPCConfig, m *metrics, logger *slog.Logger) (*OTLPGRPC, error) {
+	cc := cfg.Client
+	if cc.Headers == nil {
+		cc.Headers = envHeaders()
+	}
+	if err := cc.validate(); err != nil {
+		return nil, fmt.Errorf("otlp grpc: %w", err)
+	}
+	target, useTLS, err := grpcTarget(cfg.Endpoint, cc.hasTLS())
+	if err != nil {
+		return nil, err
+	}
+	switch cfg.Compression {
+	case "":
+		cfg.Compression = CompressionGzip
+	case CompressionGzip, CompressionNone:
+	default:
+		return nil, fmt.Errorf("otlp grpc: compression %q: want gzip or none", cfg.Compression)
+	}
+	if cfg.Name == "" {
+		cfg.Name = "otlpgrpc"
+	}
+	creds := insecure.NewCredentials()
+	if useTLS {
+		tc, err := cc.tlsConfig()
+		if err != nil {
+			return nil, fmt.Errorf("otlp grpc: %w", err)
+		}
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(target,
+		grpc.WithTransportCredentials(creds),
+		grpc.WithPerRPCCredentials(perRPC{c: &cc}),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("otlp grpc: dial %s: %w", target, err)
+	}
+	q, err := cfg.Queue.open(cfg.Name)
+	if err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("otlp grpc: %w", err)
+	}
+	c := &otlpGRPCClient{conn: conn, client: pmetricotlp.NewGRPCClient(conn)}
+	if cfg.Compression == CompressionGzip {
+		c.callOpts = append(c.callOpts, grpc.UseCompressor(gzip.Name))
+	}
+	p := newPipeline(pipelineConfig{name: cfg.Name, batch: cfg.Batch, retry: cfg.Retry, timeout: cc.Timeout}, q, c, m, logger)
+	return &OTLPGRPC{pipeline: p, target: target}, nil
+}
+
+// Target is the gRPC target the exporter dials.
+func (e *OTLPGRPC) Target() string { return e.target }
+
+// grpcTarget resolves the endpoint to a gRPC target and whether to use TLS.
+func grpcTarget(endpoint string, tlsConfigured bool) (string, bool, error) {
+	if endpoint == "" {
+		endpoint = os.Getenv(envOTLPMetricsEndpoint)
+	}
+	if endpoint == "" {
+		endpoint = os.Getenv(envOTLPEndpoint)
+	}
+	if endpoint == "" {
+		return "", false, fmt.Errorf("otlp grpc: no endpoint (configure one or set %s)", envOTLPEndpoint)
+	}
+	if !strings.Contains(endpoint, "://") {
+		return endpoint, tlsConfigured, nil
+	}
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return "", false, fmt.Errorf("otlp grpc: endpoint %q: %w", endpoint, err)
+	}
+	if u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return "", false, fmt.Errorf("otlp grpc: endpoint %q: want [http(s)://]host:port without path", endpoint)
+	}
+	switch u.Scheme {
+	case "https":
+		return u.Host, true, nil
+	case "http":
+		if tlsConfigured {
+			return "", false, fmt.Errorf("otlp grpc: endpoint %q is plain text (http://) but tls_config is set", endpoint)
+		}
+		return u.Host, false, nil
+	}
+	return "", false, fmt.Errorf("otlp grpc: endpoint %q: scheme must be http or https", endpoint)
+}
+
+type otlpGRPCClient struct {
+	conn     *grpc.ClientConn
+	client   pmetricotlp.GRPCClient
+	callOpts []grpc.CallOption
+}
+
+func (c *otlpGRPCClient) send(ctx context.Context, md pmetric.Metrics) error {
+	resp, err := c.client.Export(ctx, pmetricotlp.NewExportRequestFromMetrics(md), c.callOpts...)
+	if err != nil {
+		return classifyGRPC(err)
+	}
+	if n := resp.PartialSuccess().RejectedDataPoints(); n > 0 {
+		return partialSuccess(n, resp.PartialSuccess().ErrorMessage())
+	}
+	return nil
+}
+
+func (c *otlpGRPCClient) close() error { return c.conn.Close() }
+
+// classifyGRPC follows the OTLP specification's retryable codes, and
+// honours a RetryInfo detail as Retry-After.
+func classifyGRPC(err error) error {
+	st, ok := status.FromError(err)
+	if !ok {
+		return err // a transport error: retry
+	}
+	switch st.Code() {
+	case codes.Canceled, codes.DeadlineExceeded, codes.Aborted, codes.OutOfRange,
+		codes.Unavailable, codes.DataLoss, codes.ResourceExhausted:
+		return retryable(err, retryInfo(st))
+	}
+	return permanent(err, "grpc_"+strings.ToLower(st.Code().String()))
+}
+
+func retryInfo(st *status.Status) time.Duration {
+	for _, det := range st.Details() {
+		if ri, ok := det.(*errdetails.RetryInfo); ok && ri.GetRetryDelay() != nil {
+			return ri.GetRetryDelay().AsDuration()
+		}
+	}
+	return 0
+}

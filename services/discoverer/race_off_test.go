@@ -1,0 +1,5 @@
+//go:build !race
+
+package discoverer
+
+const raceEnabled = false

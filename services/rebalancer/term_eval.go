@@ -1,0 +1,301 @@
+package rebalancer
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"math/bits"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/allot-dev/allot/pkg/leases"
+	"github.com/allot-dev/allot/pkg/placement"
+)
+
+// startEvaluation reads the load reports outside the loop and then
+// evaluates. Only one evaluation is under way at a time.
+func (t *term) startEvaluation(ctx context.Context) {
+	t.evaluating = true
+	t.forgetDrains(ctx)
+	t.do(ctx, func() func() {
+		loads, err := leases.ListLoads(ctx, t.cli, t.ks)
+		return func() {
+			t.evaluating = false
+			if err != nil {
+				// Measure with the last reports, but plan nothing on them.
+				t.logger.Warn("list loads", "err", err)
+				t.evaluate(ctx, t.loads, false)
+				return
+			}
+			t.loads = loads
+			t.evaluate(ctx, loads, true)
+		}
+	})
+}
+
+// evaluate measures the cluster, publishes the measurement and, if the last
+// plan is finished and the cluster is out of balance or a scraper drains,
+// plans the next moves (if plan).
+func (t *term) evaluate(ctx context.Context, loads map[string]leases.Load, plan bool) {
+	t.r.metrics.evaluations.Inc()
+	t.abortStale(ctx)
+
+	c, owned := t.cluster(loads)
+	stats := placement.Measure(c)
+	recommended := placement.Recommend(c, t.cfg.SeriesPerScraper)
+	t.r.metrics.balanceRatio.Set(stats.Ratio)
+	t.r.metrics.balanceRatioByCount.Set(stats.ByCountRatio)
+	t.r.metrics.recommended.Set(float64(recommended))
+	t.publishStatus(c, loads, stats, recommended)
+
+	if !plan || len(t.pending) > 0 || len(t.queue) > 0 {
+		return // hysteresis: never plan over an unfinished plan
+	}
+	draining := false
+	for id := range t.drains {
+		if owned[id] > 0 {
+			draining = true
+		}
+	}
+	if !draining && !t.outOfBalance(c) {
+		return
+	}
+	start := time.Now()
+	moves := placement.Plan(c, t.memberDrains(), placement.PlanConfig{
+		Tolerance:  t.cfg.Tolerance,
+		Hysteresis: t.cfg.Hysteresis,
+		MaxMoves:   t.planSize(),
+	})
+	took := time.Since(start)
+	if len(moves) == 0 {
+		// Out of balance, but no move helps (e.g. one huge target).
+		t.logger.Debug("plan found no moves", "balance_ratio", stats.Ratio, "plan_time", took)
+		return
+	}
+	t.r.metrics.plans.Inc()
+	t.logger.Info("planned moves", "moves", len(moves), "balance_ratio", stats.Ratio,
+		"draining", draining, "plan_time", took)
+	for _, m := range moves {
+		if m.From == "" {
+			continue // an orphan: the scrapers claim those themselves
+		}
+		t.queue = append(t.queue, queuedMove{Move: m, epoch: t.claims[m.Target].Epoch})
+	}
+}
+
+// outOfBalance says whether the busiest member is above mean×(1+Tolerance)
+// or the least busy below mean×(1−Tolerance), per unit of weight, among
+// the members not draining. The lower bound is what gives a new scraper
+// load when the cluster is large: with 100 equal scrapers one more makes
+// the busiest only 1% above the new mean, but the new one is 100% below.
+func (t *term) outOfBalance(c placement.Cluster) bool {
+	load := make(map[string]float64, len(c.Members))
+	for _, tg := range c.Targets {
+		load[tg.Owner] += tg.Series
+	}
+	var total, wsum float64
+	hi, lo := math.Inf(-1), math.Inf(1)
+	for _, m := range c.Members {
+		if t.drains[m.ID] {
+			continue
+		}
+		w := m.Weight
+		if w <= 0 {
+			w = 1
+		}
+		wsum += w
+		total += load[m.ID]
+		hi, lo = max(hi, load[m.ID]/w), min(lo, load[m.ID]/w)
+	}
+	if wsum == 0 || total == 0 {
+		return false
+	}
+	mean := total / wsum
+	return hi > mean*(1+t.cfg.Tolerance) || lo < mean*(1-t.cfg.Tolerance)
+}
+
+// planSize bounds one plan: enough to keep the rate limit busy for one
+// interval, and at least one full set of concurrent moves. The next plan
+// comes once it has finished, from a fresh view.
+func (t *term) planSize() int {
+	return max(t.cfg.MaxConcurrentMoves, int(math.Ceil(t.cfg.MovesPerSecond*t.cfg.Interval.Seconds())))
+}
+
+func (t *term) memberDrains() map[string]bool {
+	out := make(map[string]bool, len(t.drains))
+	for id := range t.drains {
+		if _, ok := t.members[id]; ok {
+			out[id] = true
+		}
+	}
+	return out
+}
+
+// forgetDrains deletes, outside the loop, the marks of drained scrapers
+// that left. The drain watch then reports the deletions.
+func (t *term) forgetDrains(ctx context.Context) {
+	var gone []string
+	for id := range t.drains {
+		if _, ok := t.members[id]; !ok {
+			gone = append(gone, id)
+		}
+	}
+	if len(gone) == 0 {
+		return
+	}
+	t.do(ctx, func() func() {
+		for _, id := range gone {
+			forgot, err := forgetDrain(ctx, t.cli, t.ks, id)
+			switch {
+			case err != nil:
+				t.logger.Warn("forget drain", "scraper", id, "err", err)
+			case forgot:
+				t.logger.Info("drained scraper left; drain mark removed", "scraper", id)
+			}
+		}
+		return func() {}
+	})
+}
+
+// cluster builds placement's view: live members, the targets they own by
+// claim with their series, and the targets in motion. Targets whose owner
+// is not a live member are left out: their lease is about to expire and the
+// scrapers will claim them again. It also returns targets owned per member.
+func (t *term) cluster(loads map[string]leases.Load) (placement.Cluster, map[string]int) {
+	ids := sortedKeys(t.members)
+	c := placement.Cluster{
+		Members: make([]placement.Member, 0, len(ids)),
+		Targets: make([]placement.Target, 0, len(t.claims)),
+		Moving:  make(map[string]bool, len(t.pending)+len(t.queue)),
+	}
+	for _, id := range ids {
+		m := t.members[id]
+		c.Members = append(c.Members, placement.Member{ID: m.ID, Weight: m.Weight, Zone: m.Zone})
+	}
+	series := newSeriesLookup(loads)
+	owned := make(map[string]int, len(ids))
+	// Plan and Measure do not depend on the order of targets: no sort.
+	for target, cl := range t.claims {
+		if _, ok := t.members[cl.Owner]; !ok {
+			continue
+		}
+		owned[cl.Owner]++
+		c.Targets = append(c.Targets, placement.Target{
+			ID: target, Key: targetKey(target), Series: series.of(target, cl.Owner), Owner: cl.Owner,
+		})
+	}
+	for target := range t.pending {
+		c.Moving[target] = true
+	}
+	for _, q := range t.queue {
+		c.Moving[q.Target] = true
+	}
+	return c, owned
+}
+
+func (t *term) publishStatus(c placement.Cluster, loads map[string]leases.Load, stats placement.Stats, recommended int) {
+	per := make(map[string]*ScraperStatus, len(c.Members))
+	scrapers := make([]ScraperStatus, 0, len(c.Members))
+	for _, id := range sortedKeys(t.members) {
+		st := scraperStatus(t.members[id], t.drains[id])
+		if l, ok := loads[id]; ok {
+			st.Load = loadStatus(l)
+		}
+		scrapers = append(scrapers, st)
+	}
+	for i := range scrapers {
+		per[scrapers[i].ID] = &scrapers[i]
+	}
+	for _, tg := range c.Targets {
+		if st := per[tg.Owner]; st != nil {
+			st.Targets++
+			st.Series += tg.Series
+		}
+	}
+	r := t.r
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.status.Updated = time.Now()
+	r.status.Scrapers = scrapers
+	r.status.Targets = len(c.Targets)
+	r.status.BalanceRatio = stats.Ratio
+	r.status.ByCountRatio = stats.ByCountRatio
+	r.status.Recommended = recommended
+	r.status.Draining = sortedKeys(t.drains)
+}
+
+// seriesLookup finds a target's series in the load reports: the owner's
+// report first, then any other (a target that just moved is still in its
+// old owner's last report). A target in no report counts as the mean of
+// those known, or 1 when none is known, so that the cluster is balanced by
+// target count until reports arrive, and a target not yet reported by its
+// new owner does not look lighter than it is.
+type seriesLookup struct {
+	loads    map[string]leases.Load
+	ids      []string // of loads, sorted: the search order for misses
+	fallback float64
+}
+
+func newSeriesLookup(loads map[string]leases.Load) seriesLookup {
+	s := seriesLookup{loads: loads, ids: sortedKeys(loads), fallback: 1}
+	var sum float64
+	var n int
+	for _, l := range loads {
+		for _, tl := range l.PerTarget {
+			if tl.Series > 0 {
+				sum += float64(tl.Series)
+				n++
+			}
+		}
+	}
+	if n > 0 {
+		s.fallback = sum / float64(n)
+	}
+	return s
+}
+
+func (s seriesLookup) of(target, owner string) float64 {
+	if tl, ok := s.loads[owner].PerTarget[target]; ok && tl.Series > 0 {
+		return float64(tl.Series)
+	}
+	// Rare (moves since the last reports): a look in every other report.
+	for _, id := range s.ids {
+		if tl, ok := s.loads[id].PerTarget[target]; ok && tl.Series > 0 {
+			return float64(tl.Series)
+		}
+	}
+	return s.fallback
+}
+
+// slots and slotKeys mirror the scrapers' preference: a scraper claims a
+// target at once when it ranks first in rendezvous order for the target's
+// catalog slot (events.SlotOf: the top 10 bits of the 16-hex-digit ID),
+// keyed by HashString("slot-<n>"). Giving placement the same key makes
+// "prefer targets whose preferred owner is the destination" agree with
+// where a target would land after a failover. (Duplicated rather than
+// imported so that the rebalancer does not link the NATS client;
+// TestTargetKeyMatchesCatalogSlots pins it to pkg/events.)
+const slots = 1024
+
+var slotKeys = func() [slots]uint64 {
+	var k [slots]uint64
+	for s := range k {
+		k[s] = placement.HashString(fmt.Sprintf("slot-%d", s))
+	}
+	return k
+}()
+
+// targetKey is the rendezvous key of target id: its slot's key, or the
+// hash of the id when it is not in allot's 16-hex-digit form.
+func targetKey(id string) uint64 {
+	if len(id) != 16 {
+		return placement.HashString(id)
+	}
+	v, err := strconv.ParseUint(id, 16, 64)
+	if err != nil || strings.ToLower(id) != id {
+		return placement.HashString(id)
+	}
+	hi, _ := bits.Mul64(v, slots)
+	return slotKeys[hi]
+}

@@ -1,0 +1,97 @@
+package rebalancer
+
+import (
+	"fmt"
+	"math/rand/v2"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/allot-dev/allot/pkg/events"
+	"github.com/allot-dev/allot/pkg/leases"
+	"github.com/allot-dev/allot/pkg/placement"
+)
+
+func TestSeriesLookup(t *testing.T) {
+	loads := map[string]leases.Load{
+		"a": {PerTarget: map[string]leases.TargetLoad{"t1": {Series: 10}, "t2": {Series: 30}}},
+		// b's report is older: it still lists t2, which moved to a.
+		"b": {PerTarget: map[string]leases.TargetLoad{"t2": {Series: 99}, "t3": {Series: 50}, "t4": {Series: 0}}},
+	}
+	s := newSeriesLookup(loads)
+	for _, tc := range []struct {
+		name, target, owner string
+		want                float64
+	}{
+		{"owner's report", "t1", "a", 10},
+		{"owner's report wins", "t2", "a", 30},
+		{"other report", "t3", "a", 50},
+		{"unknown: mean of reported", "t5", "a", (10 + 30 + 99 + 50) / 4.0},
+		{"zero series counts as unknown", "t4", "b", (10 + 30 + 99 + 50) / 4.0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			require.InDelta(t, tc.want, s.of(tc.target, tc.owner), 1e-9)
+		})
+	}
+	require.Equal(t, 1.0, newSeriesLookup(nil).of("x", "a"), "no reports: balance by count")
+}
+
+func TestOutOfBalance(t *testing.T) {
+	members := func(ids ...string) []placement.Member {
+		var ms []placement.Member
+		for _, id := range ids {
+			ms = append(ms, placement.Member{ID: id, Weight: 1})
+		}
+		return ms
+	}
+	targets := func(per map[string]float64) []placement.Target {
+		var ts []placement.Target
+		for owner, s := range per {
+			ts = append(ts, placement.Target{ID: owner, Owner: owner, Series: s})
+		}
+		return ts
+	}
+	for _, tc := range []struct {
+		name   string
+		c      placement.Cluster
+		drains map[string]bool
+		want   bool
+	}{
+		{"even", placement.Cluster{Members: members("a", "b"), Targets: targets(map[string]float64{"a": 100, "b": 100})}, nil, false},
+		{"within tolerance", placement.Cluster{Members: members("a", "b"), Targets: targets(map[string]float64{"a": 104, "b": 100})}, nil, false},
+		{"busiest above", placement.Cluster{Members: members("a", "b"), Targets: targets(map[string]float64{"a": 120, "b": 100})}, nil, true},
+		{
+			// 100 equal scrapers and a new empty one: the busiest is only 1%
+			// above the mean, the new one 100% below.
+			"new empty member among many", func() placement.Cluster {
+				ids := []string{"new"}
+				per := map[string]float64{}
+				for i := range 100 {
+					id := string(rune('A'+i/26)) + string(rune('a'+i%26))
+					ids = append(ids, id)
+					per[id] = 100
+				}
+				return placement.Cluster{Members: members(ids...), Targets: targets(per)}
+			}(), nil, true,
+		},
+		{"draining member ignored", placement.Cluster{Members: members("a", "b", "c"), Targets: targets(map[string]float64{"a": 100, "b": 100})}, map[string]bool{"c": true}, false},
+		{"no load", placement.Cluster{Members: members("a", "b")}, nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tm := &term{cfg: Config{Tolerance: 0.05}, drains: tc.drains}
+			require.Equal(t, tc.want, tm.outOfBalance(tc.c))
+		})
+	}
+}
+
+func TestTargetKeyMatchesCatalogSlots(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for range 2000 {
+		id := fmt.Sprintf("%016x", rng.Uint64())
+		slot := events.SlotOf(id)
+		require.Equal(t, placement.HashString(fmt.Sprintf("slot-%d", slot)), targetKey(id), "id %s slot %d", id, slot)
+	}
+	for _, id := range []string{"", "not-hex", "ABCDEF0123456789", "0123456789abcdef0"} {
+		require.Equal(t, placement.HashString(id), targetKey(id), "non-catalog id %q", id)
+	}
+}
