@@ -140,10 +140,10 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 
 		// Without an exporter configured, samples go to an in-process sink
 		// shown at /sink/, so the whole path is real from the first run.
-		if !expOpts.cfg.Configured() && (file == nil || !hasExporters(file)) {
+		if !expOpts.configured() && (file == nil || !hasExporters(file)) {
 			snk := sink.New(1000)
 			srv.mux.Handle("/sink/", http.StripPrefix("/sink", snk.Handler()))
-			expOpts.cfg.SetOTLPEndpoint("http://" + loopback(srv.Addr()) + "/sink")
+			expOpts.setOTLPEndpoint("http://" + loopback(srv.Addr()) + "/sink")
 		}
 		exp, err := expOpts.build(fs, file, srv.reg, logger)
 		if err != nil {
@@ -166,7 +166,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 			c.ID = fmt.Sprintf("scraper-%d", i)
 			c.Addr = loopback(srv.Addr())
 			c.Keyspace, c.Session, c.Events = ks, session, evCfg
-			reg := prometheus.WrapRegistererWith(prometheus.Labels{"scraper": c.ID}, srv.reg)
+			reg := prometheus.WrapRegistererWith(prometheus.Labels{"member": c.ID}, srv.reg)
 			s, err := startScraper(g, c, cli, js, exp, reg, logger.With("scraper", c.ID))
 			if err != nil {
 				return err

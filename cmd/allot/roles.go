@@ -71,31 +71,26 @@ func (o *configOptions) register(fs *flag.FlagSet) {
 
 // exporterOptions build the exporter the scrapers hand their metrics to.
 type exporterOptions struct {
-	cfg export.Config
+	otlpEndpoint string
 }
 
-func (o *exporterOptions) register(fs *flag.FlagSet) { o.cfg.RegisterFlags(fs) }
+func (o *exporterOptions) register(fs *flag.FlagSet) {
+	fs.StringVar(&o.otlpEndpoint, "otlp.endpoint", "", "OTLP/HTTP base URL; /v1/metrics is appended (default: $OTEL_EXPORTER_OTLP_ENDPOINT).")
+}
 
-// build applies the config file's allot.exporters section over the flag
-// defaults, then re-applies the flags given on the command line, so a flag
-// always wins over the file, and builds the exporters.
+// configured reports whether an exporter was asked for.
+func (o *exporterOptions) configured() bool {
+	return o.otlpEndpoint != "" || os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != ""
+}
+
+func (o *exporterOptions) setOTLPEndpoint(u string) { o.otlpEndpoint = u }
+
+// build builds the exporters.
 func (o *exporterOptions) build(fs *flag.FlagSet, file *configfile.File, reg prometheus.Registerer, logger *slog.Logger) (export.Exporter, error) {
-	if file != nil {
-		explicit := map[string]string{}
-		fs.Visit(func(f *flag.Flag) { explicit[f.Name] = f.Value.String() })
-		if _, err := file.Allot("exporters", &o.cfg); err != nil {
-			return nil, err
-		}
-		for name, v := range explicit {
-			if err := fs.Set(name, v); err != nil {
-				return nil, fmt.Errorf("--%s: %w", name, err)
-			}
-		}
+	if !o.configured() {
+		return nil, errors.New("no exporter: set --otlp.endpoint or OTEL_EXPORTER_OTLP_ENDPOINT")
 	}
-	if err := o.cfg.Validate(); err != nil {
-		return nil, fmt.Errorf("exporters: %w", err)
-	}
-	return export.New(o.cfg, reg, logger.With("component", "export"))
+	return export.NewOTLPHTTP(export.OTLPHTTPConfig{Endpoint: o.otlpEndpoint}, reg, logger.With("component", "export"))
 }
 
 // startDiscoverer builds a discoverer with the file's config, runs it in g,

@@ -100,8 +100,8 @@ type result struct {
 	skipped []Skipped
 	// valid counts the resources that yielded jobs, by kind.
 	valid map[string]int
-	// digest covers every job's YAML, secrets included, and the skipped
-	// resources: equal digests mean equal results.
+	// digest covers every job's YAML, secrets included: equal digests
+	// mean equal configs.
 	digest [sha256.Size]byte
 }
 
@@ -211,9 +211,7 @@ func generate(cfg Config, in Resources, secrets SecretGetter) result {
 	}
 
 	skip := func(it item, err error) {
-		s := Skipped{Kind: it.kind, Namespace: it.meta.Namespace, Name: it.meta.Name, Reason: err.Error(), Cause: causeOf(err)}
-		r.skipped = append(r.skipped, s)
-		fmt.Fprintf(h, "skipped\x00%s\x00%s\x00%s\x00%s\x00", s.Kind, s.Namespace, s.Name, s.Reason)
+		r.skipped = append(r.skipped, Skipped{Kind: it.kind, Namespace: it.meta.Namespace, Name: it.meta.Name, Reason: err.Error(), Cause: causeOf(err)})
 	}
 	for _, it := range items {
 		if gerr != nil {

@@ -36,16 +36,34 @@ type Config struct {
 	// leader blocks its standby. Zero means 5s; it is rounded up to whole
 	// seconds (etcd lease TTLs are seconds).
 	ElectionTTL time.Duration
+	// SyncTimeout bounds how long, after the first config is applied, a
+	// leader waits for service discovery to report before it compares the
+	// buckets with its catalog; until then a target missing from the
+	// catalog may just not be discovered yet, and deleting it would stop
+	// its scrapes. It also bounds how long a provider replaced on reload
+	// keeps its targets while its successor has not reported. Zero means
+	// 30s.
+	SyncTimeout time.Duration
 }
 
-// DefaultElectionTTL is the election lease TTL when Config.ElectionTTL is zero.
-const DefaultElectionTTL = 5 * time.Second
+const (
+	// DefaultElectionTTL is the election lease TTL when Config.ElectionTTL is zero.
+	DefaultElectionTTL = 5 * time.Second
+	// DefaultSyncTimeout is Config.SyncTimeout when it is zero.
+	DefaultSyncTimeout = 30 * time.Second
+	// settleQuiet is how long discovery must have been quiet, once every
+	// provider has reported, for the catalog to count as complete: many
+	// SDs send their initial targets in several updates (one per file,
+	// one per Kubernetes object).
+	settleQuiet = 500 * time.Millisecond
+)
 
 // RegisterFlags registers the discoverer's own flags. Keyspace and Events
 // are shared with other roles and registered by the caller.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.ID, "discoverer.id", "", "Name of this discoverer in the leader election (default: host name and pid).")
 	f.DurationVar(&c.ElectionTTL, "discoverer.election-ttl", DefaultElectionTTL, "Lease TTL of the discoverer election: how long a dead leader delays its standby.")
+	f.DurationVar(&c.SyncTimeout, "discoverer.sync-timeout", DefaultSyncTimeout, "After start, how long a leader waits for service discovery to report before reconciling the catalog.")
 }
 
 // Validate reports a config that cannot work.
@@ -53,7 +71,17 @@ func (c Config) Validate() error {
 	if c.ElectionTTL < 0 {
 		return fmt.Errorf("discoverer: election TTL %s is negative", c.ElectionTTL)
 	}
+	if c.SyncTimeout < 0 {
+		return fmt.Errorf("discoverer: sync timeout %s is negative", c.SyncTimeout)
+	}
 	return nil
+}
+
+func (c Config) syncTimeout() time.Duration {
+	if c.SyncTimeout == 0 {
+		return DefaultSyncTimeout
+	}
+	return c.SyncTimeout
 }
 
 func (c Config) electionTTLSeconds() int {
@@ -102,11 +130,15 @@ type Discoverer struct {
 	// publishTrigger coalesces change notifications: one slot.
 	publishTrigger chan struct{}
 
-	running   atomic.Bool
-	stopped   atomic.Bool
-	applied   atomic.Bool
-	leader    atomic.Bool
-	published atomic.Bool // this leadership term has published its reconciliation
+	running atomic.Bool
+	stopped atomic.Bool
+	applied atomic.Bool
+	// firstApplied and lastChange (unix nanoseconds) tell whether
+	// discovery has settled; see settled.
+	firstApplied atomic.Int64
+	lastChange   atomic.Int64
+	leader       atomic.Bool
+	published    atomic.Bool // this leadership term has published its reconciliation
 }
 
 // New builds a discoverer. It registers its metrics and the SD metrics on
@@ -232,8 +264,11 @@ func (d *Discoverer) applyConfig(c *config.Config) error {
 	failures := d.tap.takeFailures()
 	d.m.failedSDConfigs.Set(float64(len(failures)))
 	d.updateJobMetrics(touched)
-	d.kickPublish()
+	now := time.Now().UnixNano()
+	d.lastChange.Store(now)
+	d.firstApplied.CompareAndSwap(0, now)
 	d.applied.Store(true)
+	d.kickPublish()
 	d.logger.Info("config applied", "jobs", len(specs), "failed_sd_configs", len(failures))
 	if len(failures) > 0 {
 		return fmt.Errorf("apply config: %d service discovery config(s) could not start, their jobs run without them: %w",
@@ -296,23 +331,65 @@ func (d *Discoverer) Run(ctx context.Context) error {
 }
 
 // applyLoop applies what the providers report, a batch per wake-up.
+//
+// The end of a provider whose job has a new provider that has not
+// reported yet (an SD config changed on reload) waits, up to the sync
+// timeout, for it: the targets they share then stay published instead of
+// being deleted and put again.
 func (d *Discoverer) applyLoop(ctx context.Context) {
+	var deferred []update
 	for {
+		var retry <-chan time.Time
+		if len(deferred) > 0 {
+			retry = time.After(100 * time.Millisecond)
+		}
 		select {
 		case <-ctx.Done():
 			return
 		case <-d.tap.trigger:
+		case <-retry:
 		}
-		ups := d.tap.take()
-		if len(ups) == 0 {
+		ups := append(deferred, d.tap.take()...)
+		deferred = nil
+		now := time.Now()
+		ready := ups[:0:0]
+		for _, u := range ups {
+			if u.ended && d.tap.awaitingJob(u.job, now, d.cfg.syncTimeout()) {
+				deferred = append(deferred, u)
+				continue
+			}
+			ready = append(ready, u)
+		}
+		if len(ready) == 0 {
 			continue
 		}
 		start := time.Now()
-		touched := d.cat.apply(ups)
+		touched := d.cat.apply(ready)
+		d.tap.applied(ready)
 		d.m.applyDuration.Observe(time.Since(start).Seconds())
+		d.lastChange.Store(time.Now().UnixNano())
 		d.updateJobMetrics(touched)
 		d.kickPublish()
 	}
+}
+
+// settled reports whether the catalog can be taken as complete, so that a
+// target missing from it may be deleted from the bucket: a config is
+// applied, and either the sync timeout has passed since the first one, or
+// every provider has reported and discovery has been quiet a moment.
+// A standby that takes over has long settled; a restarted discoverer waits.
+func (d *Discoverer) settled(now time.Time) bool {
+	if !d.applied.Load() {
+		return false
+	}
+	timeout := d.cfg.syncTimeout()
+	if now.Sub(time.Unix(0, d.firstApplied.Load())) >= timeout {
+		return true
+	}
+	if d.tap.awaitingAny(now, timeout) {
+		return false
+	}
+	return now.Sub(time.Unix(0, d.lastChange.Load())) >= settleQuiet
 }
 
 func (d *Discoverer) kickPublish() {

@@ -2,9 +2,12 @@ package discoverer
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -581,4 +584,125 @@ func TestNATSOutage(t *testing.T) {
 			require.Greater(t, testutil.ToFloat64(d.m.reconciliations), reconciliations)
 		})
 	}
+}
+
+// slowSD is an http_sd endpoint whose answers can be delayed per path.
+type slowSD struct {
+	*httptest.Server
+	mu    sync.Mutex
+	delay map[string]time.Duration
+}
+
+func newSlowSD(t *testing.T, targets ...string) *slowSD {
+	t.Helper()
+	s := &slowSD{delay: map[string]time.Duration{}}
+	body, err := json.Marshal([]map[string]any{{"targets": targets, "labels": map[string]string{}}})
+	require.NoError(t, err)
+	s.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.mu.Lock()
+		d := s.delay[r.URL.Path]
+		s.mu.Unlock()
+		select {
+		case <-time.After(d):
+		case <-r.Context().Done():
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write(body)
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func (s *slowSD) setDelay(path string, d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.delay[path] = d
+}
+
+func httpSDConfig(t *testing.T, url string) *config.Config {
+	t.Helper()
+	return loadConfig(t, fmt.Sprintf(`
+scrape_configs:
+  - job_name: web
+    http_sd_configs:
+      - url: %q
+`, url))
+}
+
+// watchDeletes counts deletions in the targets bucket from now on.
+func watchDeletes(t *testing.T, js jetstream.JetStream) func() int {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	kv, err := js.KeyValue(ctx, "allot_targets")
+	require.NoError(t, err)
+	w, err := kv.WatchAll(ctx, jetstream.UpdatesOnly())
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = w.Stop() })
+	var (
+		mu      sync.Mutex
+		deletes int
+	)
+	go func() {
+		for e := range w.Updates() {
+			if e != nil && e.Operation() != jetstream.KeyValuePut {
+				mu.Lock()
+				deletes++
+				mu.Unlock()
+			}
+		}
+	}()
+	return func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return deletes
+	}
+}
+
+// A discoverer waits for slow service discovery before it trusts its
+// catalog: on restart it does not delete targets it has not found yet,
+// and on reload a replaced provider keeps its targets until its
+// successor reports.
+func TestSlowDiscoveryDeletesNothing(t *testing.T) {
+	c := startCluster(t)
+	js := c.jetStream(t)
+	sd := newSlowSD(t, "h1:80", "h2:80")
+	d1 := c.start(t, "d1", httpSDConfig(t, sd.URL+"/a"))
+	waitBucketAddrs(t, js, "h1:80", "h2:80")
+	d1.stop()
+
+	deletes := watchDeletes(t, js)
+	const slow = 1500 * time.Millisecond
+	sd.setDelay("/a", slow)
+	start := time.Now()
+	d2 := c.start(t, "d2", httpSDConfig(t, sd.URL+"/a"))
+	require.True(t, waitFor(eventually, d2.Ready))
+	require.GreaterOrEqual(t, time.Since(start), slow, "not ready before discovery answered")
+	requireBucketIsCatalog(t, js, d2.Discoverer)
+	require.Zero(t, deletes(), "restart deleted targets not yet rediscovered")
+
+	// Reload to another endpoint with the same targets: a new provider.
+	sd.setDelay("/b", slow)
+	published := testutil.ToFloat64(d2.m.publishedSinceStart)
+	before := providerIDs(d2.Discoverer)
+	require.NoError(t, d2.ApplyConfig(httpSDConfig(t, sd.URL+"/b")))
+	require.NotEqual(t, before, providerIDs(d2.Discoverer))
+	require.True(t, waitFor(eventually, func() bool {
+		d2.Discoverer.tap.mu.Lock()
+		defer d2.Discoverer.tap.mu.Unlock()
+		return len(d2.Discoverer.tap.awaiting) == 0
+	}), "the new provider reports")
+	// Its update is applied (it is no longer awaited) and the old
+	// provider's end goes through on the next wake-up.
+	require.True(t, waitFor(eventually, func() bool {
+		d2.cat.mu.RLock()
+		defer d2.cat.mu.RUnlock()
+		return len(d2.cat.jobs["web"].providers) == 1
+	}))
+	requireBucketIsCatalog(t, js, d2.Discoverer)
+	require.Zero(t, deletes(), "reload deleted targets the new provider also finds")
+	// The job's published config does not include SD configs: nothing
+	// at all was published.
+	require.Equal(t, published, testutil.ToFloat64(d2.m.publishedSinceStart))
 }

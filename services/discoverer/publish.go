@@ -13,8 +13,8 @@ import (
 // builds all its events at once.
 const publishBatch = 1024
 
-// publishLoop publishes changes until ctx ends: first a full
-// reconciliation, then the changes as they come. Any failure (NATS down,
+// publishLoop publishes changes until ctx ends: first, once discovery
+// has settled, a full reconciliation, then the changes as they come. Any failure (NATS down,
 // a timeout) is retried with backoff and followed by a full
 // reconciliation, since what failed is unknown; so is a NATS reconnection,
 // since the server may have lost or missed writes meanwhile.
@@ -30,6 +30,15 @@ func (d *Discoverer) publishLoop(ctx context.Context) {
 		if r := d.natsReconnects(); r != reconnects {
 			reconnects = r
 			needReconcile = true
+		}
+		if needReconcile && !d.settled(time.Now()) {
+			// Changes wait too: the reconciliation comes first.
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			continue
 		}
 		err := d.publish(ctx, &needReconcile)
 		switch {

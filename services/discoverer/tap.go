@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/prometheus/discovery"
@@ -32,16 +33,25 @@ type tap struct {
 	// failed collects SD configs that could not be started during one
 	// ApplyConfig.
 	failed []error
+	// awaiting holds providers that have not had an update applied yet:
+	// until they have, their job's targets are incomplete.
+	awaiting map[uint64]awaited
+}
+
+type awaited struct {
+	job   string
+	since time.Time
 }
 
 func newTap() *tap {
-	return &tap{trigger: make(chan struct{}, 1)}
+	return &tap{trigger: make(chan struct{}, 1), awaiting: map[uint64]awaited{}}
 }
 
 // report queues an update and wakes the applier.
 func (t *tap) report(u update) {
 	t.mu.Lock()
 	if u.ended {
+		delete(t.awaiting, u.provider)
 		// Anything still queued from this provider is moot.
 		kept := t.pending[:0]
 		for _, p := range t.pending {
@@ -69,11 +79,48 @@ func (t *tap) take() []update {
 	return p
 }
 
-func (t *tap) newProvider() uint64 {
+func (t *tap) newProvider(job string) uint64 {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.nextID++
+	t.awaiting[t.nextID] = awaited{job: job, since: time.Now()}
 	return t.nextID
+}
+
+// applied records that these updates are in the catalog: their providers
+// are no longer awaited.
+func (t *tap) applied(ups []update) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, u := range ups {
+		delete(t.awaiting, u.provider)
+	}
+}
+
+// awaitingJob reports whether a provider of job created less than timeout
+// ago has not been heard from yet.
+func (t *tap) awaitingJob(job string, now time.Time, timeout time.Duration) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, a := range t.awaiting {
+		if a.job == job && now.Sub(a.since) < timeout {
+			return true
+		}
+	}
+	return false
+}
+
+// awaitingAny reports whether any provider created less than timeout ago
+// has not been heard from yet.
+func (t *tap) awaitingAny(now time.Time, timeout time.Duration) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	for _, a := range t.awaiting {
+		if now.Sub(a.since) < timeout {
+			return true
+		}
+	}
+	return false
 }
 
 func (t *tap) recordFailure(err error) {
@@ -113,7 +160,7 @@ func (c tapConfig) NewDiscoverer(opts discovery.DiscovererOptions) (discovery.Di
 		c.tap.recordFailure(err)
 		return nil, err
 	}
-	return &tapDiscoverer{job: c.job, id: c.tap.newProvider(), inner: d, tap: c.tap}, nil
+	return &tapDiscoverer{job: c.job, id: c.tap.newProvider(c.job), inner: d, tap: c.tap}, nil
 }
 
 // tapDiscoverer runs an SD discoverer and reports its updates to the tap.

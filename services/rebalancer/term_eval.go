@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"math"
 	"math/bits"
-	"strconv"
-	"strings"
 	"time"
 
 	"github.com/allot-dev/allot/pkg/leases"
@@ -47,18 +45,18 @@ func (t *term) evaluate(ctx context.Context, loads map[string]leases.Load, plan 
 	t.r.metrics.balanceRatio.Set(stats.Ratio)
 	t.r.metrics.balanceRatioByCount.Set(stats.ByCountRatio)
 	t.r.metrics.recommended.Set(float64(recommended))
-	t.publishStatus(c, loads, stats, recommended)
+	t.publishStatus(c, owned, loads, stats, recommended)
 
 	if !plan || len(t.pending) > 0 || len(t.queue) > 0 {
 		return // hysteresis: never plan over an unfinished plan
 	}
 	draining := false
 	for id := range t.drains {
-		if owned[id] > 0 {
+		if ml := owned[id]; ml != nil && ml.targets > 0 {
 			draining = true
 		}
 	}
-	if !draining && !t.outOfBalance(c) {
+	if !draining && !t.outOfBalance(c.Members, owned) {
 		return
 	}
 	start := time.Now()
@@ -89,14 +87,10 @@ func (t *term) evaluate(ctx context.Context, loads map[string]leases.Load, plan 
 // the members not draining. The lower bound is what gives a new scraper
 // load when the cluster is large: with 100 equal scrapers one more makes
 // the busiest only 1% above the new mean, but the new one is 100% below.
-func (t *term) outOfBalance(c placement.Cluster) bool {
-	load := make(map[string]float64, len(c.Members))
-	for _, tg := range c.Targets {
-		load[tg.Owner] += tg.Series
-	}
+func (t *term) outOfBalance(members []placement.Member, owned map[string]*memberLoad) bool {
 	var total, wsum float64
 	hi, lo := math.Inf(-1), math.Inf(1)
-	for _, m := range c.Members {
+	for _, m := range members {
 		if t.drains[m.ID] {
 			continue
 		}
@@ -104,9 +98,13 @@ func (t *term) outOfBalance(c placement.Cluster) bool {
 		if w <= 0 {
 			w = 1
 		}
+		var load float64
+		if ml := owned[m.ID]; ml != nil {
+			load = ml.series
+		}
 		wsum += w
-		total += load[m.ID]
-		hi, lo = max(hi, load[m.ID]/w), min(lo, load[m.ID]/w)
+		total += load
+		hi, lo = max(hi, load/w), min(lo, load/w)
 	}
 	if wsum == 0 || total == 0 {
 		return false
@@ -158,32 +156,48 @@ func (t *term) forgetDrains(ctx context.Context) {
 	})
 }
 
+// memberLoad is what a member owns by its claims.
+type memberLoad struct {
+	targets int
+	series  float64
+	// per is the member's last per-target report (looked up once per
+	// member, not once per target).
+	per map[string]leases.TargetLoad
+}
+
 // cluster builds placement's view: live members, the targets they own by
 // claim with their series, and the targets in motion. Targets whose owner
 // is not a live member are left out: their lease is about to expire and the
-// scrapers will claim them again. It also returns targets owned per member.
-func (t *term) cluster(loads map[string]leases.Load) (placement.Cluster, map[string]int) {
+// scrapers will claim them again. It also returns what each member owns.
+func (t *term) cluster(loads map[string]leases.Load) (placement.Cluster, map[string]*memberLoad) {
 	ids := sortedKeys(t.members)
 	c := placement.Cluster{
 		Members: make([]placement.Member, 0, len(ids)),
 		Targets: make([]placement.Target, 0, len(t.claims)),
 		Moving:  make(map[string]bool, len(t.pending)+len(t.queue)),
 	}
+	series := newSeriesLookup(loads)
+	owned := make(map[string]*memberLoad, len(ids))
 	for _, id := range ids {
 		m := t.members[id]
 		c.Members = append(c.Members, placement.Member{ID: m.ID, Weight: m.Weight, Zone: m.Zone})
+		owned[id] = &memberLoad{per: series.per[id]}
 	}
-	series := newSeriesLookup(loads)
-	owned := make(map[string]int, len(ids))
 	// Plan and Measure do not depend on the order of targets: no sort.
 	for target, cl := range t.claims {
-		if _, ok := t.members[cl.Owner]; !ok {
+		ml, ok := owned[cl.Owner]
+		if !ok {
 			continue
 		}
-		owned[cl.Owner]++
-		c.Targets = append(c.Targets, placement.Target{
-			ID: target, Key: targetKey(target), Series: series.of(target, cl.Owner), Owner: cl.Owner,
-		})
+		s := series.fallback
+		if tl, ok := ml.per[target]; ok && tl.Series > 0 {
+			s = float64(tl.Series)
+		} else {
+			s = series.of(target, cl.Owner)
+		}
+		ml.targets++
+		ml.series += s
+		c.Targets = append(c.Targets, placement.Target{ID: target, Key: targetKey(target), Series: s, Owner: cl.Owner})
 	}
 	for target := range t.pending {
 		c.Moving[target] = true
@@ -194,24 +208,17 @@ func (t *term) cluster(loads map[string]leases.Load) (placement.Cluster, map[str
 	return c, owned
 }
 
-func (t *term) publishStatus(c placement.Cluster, loads map[string]leases.Load, stats placement.Stats, recommended int) {
-	per := make(map[string]*ScraperStatus, len(c.Members))
+func (t *term) publishStatus(c placement.Cluster, owned map[string]*memberLoad, loads map[string]leases.Load, stats placement.Stats, recommended int) {
 	scrapers := make([]ScraperStatus, 0, len(c.Members))
 	for _, id := range sortedKeys(t.members) {
 		st := scraperStatus(t.members[id], t.drains[id])
 		if l, ok := loads[id]; ok {
 			st.Load = loadStatus(l)
 		}
-		scrapers = append(scrapers, st)
-	}
-	for i := range scrapers {
-		per[scrapers[i].ID] = &scrapers[i]
-	}
-	for _, tg := range c.Targets {
-		if st := per[tg.Owner]; st != nil {
-			st.Targets++
-			st.Series += tg.Series
+		if ml := owned[id]; ml != nil {
+			st.Targets, st.Series = ml.targets, ml.series
 		}
+		scrapers = append(scrapers, st)
 	}
 	r := t.r
 	r.mu.Lock()
@@ -232,16 +239,17 @@ func (t *term) publishStatus(c placement.Cluster, loads map[string]leases.Load, 
 // target count until reports arrive, and a target not yet reported by its
 // new owner does not look lighter than it is.
 type seriesLookup struct {
-	loads    map[string]leases.Load
-	ids      []string // of loads, sorted: the search order for misses
+	per      map[string]map[string]leases.TargetLoad // scraper → target → load
+	ids      []string                                // scrapers, sorted: the search order for misses
 	fallback float64
 }
 
 func newSeriesLookup(loads map[string]leases.Load) seriesLookup {
-	s := seriesLookup{loads: loads, ids: sortedKeys(loads), fallback: 1}
+	s := seriesLookup{per: make(map[string]map[string]leases.TargetLoad, len(loads)), ids: sortedKeys(loads), fallback: 1}
 	var sum float64
 	var n int
-	for _, l := range loads {
+	for id, l := range loads {
+		s.per[id] = l.PerTarget
 		for _, tl := range l.PerTarget {
 			if tl.Series > 0 {
 				sum += float64(tl.Series)
@@ -256,12 +264,12 @@ func newSeriesLookup(loads map[string]leases.Load) seriesLookup {
 }
 
 func (s seriesLookup) of(target, owner string) float64 {
-	if tl, ok := s.loads[owner].PerTarget[target]; ok && tl.Series > 0 {
+	if tl, ok := s.per[owner][target]; ok && tl.Series > 0 {
 		return float64(tl.Series)
 	}
 	// Rare (moves since the last reports): a look in every other report.
 	for _, id := range s.ids {
-		if tl, ok := s.loads[id].PerTarget[target]; ok && tl.Series > 0 {
+		if tl, ok := s.per[id][target]; ok && tl.Series > 0 {
 			return float64(tl.Series)
 		}
 	}
@@ -287,14 +295,22 @@ var slotKeys = func() [slots]uint64 {
 }()
 
 // targetKey is the rendezvous key of target id: its slot's key, or the
-// hash of the id when it is not in allot's 16-hex-digit form.
+// hash of the id when it is not in allot's form (16 lowercase hex digits).
 func targetKey(id string) uint64 {
 	if len(id) != 16 {
 		return placement.HashString(id)
 	}
-	v, err := strconv.ParseUint(id, 16, 64)
-	if err != nil || strings.ToLower(id) != id {
-		return placement.HashString(id)
+	var v uint64
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		switch {
+		case c >= '0' && c <= '9':
+			v = v<<4 | uint64(c-'0')
+		case c >= 'a' && c <= 'f':
+			v = v<<4 | uint64(c-'a'+10)
+		default:
+			return placement.HashString(id)
+		}
 	}
 	hi, _ := bits.Mul64(v, slots)
 	return slotKeys[hi]

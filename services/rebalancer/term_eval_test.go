@@ -37,49 +37,39 @@ func TestSeriesLookup(t *testing.T) {
 }
 
 func TestOutOfBalance(t *testing.T) {
-	members := func(ids ...string) []placement.Member {
+	cluster := func(per map[string]float64) ([]placement.Member, map[string]*memberLoad) {
 		var ms []placement.Member
-		for _, id := range ids {
+		owned := map[string]*memberLoad{}
+		for _, id := range sortedKeys(per) {
 			ms = append(ms, placement.Member{ID: id, Weight: 1})
+			owned[id] = &memberLoad{series: per[id]}
 		}
-		return ms
+		return ms, owned
 	}
-	targets := func(per map[string]float64) []placement.Target {
-		var ts []placement.Target
-		for owner, s := range per {
-			ts = append(ts, placement.Target{ID: owner, Owner: owner, Series: s})
-		}
-		return ts
+	many := map[string]float64{"new": 0}
+	for i := range 100 {
+		many[fmt.Sprintf("s%03d", i)] = 100
 	}
 	for _, tc := range []struct {
 		name   string
-		c      placement.Cluster
+		per    map[string]float64
 		drains map[string]bool
 		want   bool
 	}{
-		{"even", placement.Cluster{Members: members("a", "b"), Targets: targets(map[string]float64{"a": 100, "b": 100})}, nil, false},
-		{"within tolerance", placement.Cluster{Members: members("a", "b"), Targets: targets(map[string]float64{"a": 104, "b": 100})}, nil, false},
-		{"busiest above", placement.Cluster{Members: members("a", "b"), Targets: targets(map[string]float64{"a": 120, "b": 100})}, nil, true},
-		{
-			// 100 equal scrapers and a new empty one: the busiest is only 1%
-			// above the mean, the new one 100% below.
-			"new empty member among many", func() placement.Cluster {
-				ids := []string{"new"}
-				per := map[string]float64{}
-				for i := range 100 {
-					id := string(rune('A'+i/26)) + string(rune('a'+i%26))
-					ids = append(ids, id)
-					per[id] = 100
-				}
-				return placement.Cluster{Members: members(ids...), Targets: targets(per)}
-			}(), nil, true,
-		},
-		{"draining member ignored", placement.Cluster{Members: members("a", "b", "c"), Targets: targets(map[string]float64{"a": 100, "b": 100})}, map[string]bool{"c": true}, false},
-		{"no load", placement.Cluster{Members: members("a", "b")}, nil, false},
+		{"even", map[string]float64{"a": 100, "b": 100}, nil, false},
+		{"within tolerance", map[string]float64{"a": 104, "b": 100}, nil, false},
+		{"busiest above", map[string]float64{"a": 120, "b": 100}, nil, true},
+		{"least busy below", map[string]float64{"a": 100, "b": 100, "c": 100, "d": 90}, nil, true},
+		// 100 equal scrapers and a new empty one: the busiest is only 1%
+		// above the mean, the new one 100% below.
+		{"new empty member among many", many, nil, true},
+		{"draining member ignored", map[string]float64{"a": 100, "b": 100, "c": 0}, map[string]bool{"c": true}, false},
+		{"no load", map[string]float64{"a": 0, "b": 0}, nil, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tm := &term{cfg: Config{Tolerance: 0.05}, drains: tc.drains}
-			require.Equal(t, tc.want, tm.outOfBalance(tc.c))
+			ms, owned := cluster(tc.per)
+			require.Equal(t, tc.want, tm.outOfBalance(ms, owned))
 		})
 	}
 }

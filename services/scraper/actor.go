@@ -2,8 +2,8 @@ package scraper
 
 import (
 	"context"
-	"errors"
 	"maps"
+	"slices"
 	"time"
 
 	"github.com/prometheus/common/model"
@@ -138,6 +138,13 @@ type actorState struct {
 	synced          bool
 	slotsTimer      *time.Timer
 	slotsSince      time.Time // first member change not yet applied to the slots
+	// ready: our registration has been seen and the member set was then
+	// stable for slotsSettle. Until then nothing is claimed, so that
+	// scrapers started together do not each claim everything as the only
+	// member they know of.
+	ready      bool
+	readyTimer *time.Timer
+	readySince time.Time
 }
 
 type trackOp struct {
@@ -164,6 +171,9 @@ func (s *Scraper) actor(ctx context.Context) {
 	a.slotsTimer = time.NewTimer(time.Hour)
 	a.slotsTimer.Stop()
 	defer a.slotsTimer.Stop()
+	a.readyTimer = time.NewTimer(time.Hour)
+	a.readyTimer.Stop()
+	defer a.readyTimer.Stop()
 	resync := time.NewTicker(s.resyncInterval)
 	defer resync.Stop()
 	housekeeping := time.NewTicker(time.Second)
@@ -178,6 +188,10 @@ func (s *Scraper) actor(ctx context.Context) {
 			s.onGrace(now)
 		case <-a.slotsTimer.C:
 			s.applySlots()
+		case <-a.readyTimer.C:
+			a.ready = true
+			s.logger.Info("member set settled; claiming", "members", len(a.rank.members))
+			s.resync()
 		case <-resync.C:
 			s.resync()
 		case now := <-housekeeping.C:
@@ -290,13 +304,17 @@ func (s *Scraper) onConfigApplied(jobs map[string]bool) {
 	s.markDirty()
 }
 
-// --- membership ---
-
 func (s *Scraper) onMembers(ctx context.Context, ms []leases.Member) {
 	a := &s.a
 	old := a.rank
 	a.rank = newRanking(s.self, ms)
 	left := old != nil && old.lost(a.rank)
+	if !a.ready && slices.ContainsFunc(ms, func(m leases.Member) bool { return m.ID == s.cfg.ID }) {
+		if a.readySince.IsZero() {
+			a.readySince = time.Now()
+		}
+		a.readyTimer.Reset(min(slotsSettle, max(slotsMaxDelay-time.Since(a.readySince), 0)))
+	}
 	for _, st := range a.targets {
 		if st.phase != phaseIdle && st.phase != phaseGrace {
 			continue
@@ -349,8 +367,6 @@ func (s *Scraper) applySlots() {
 	}
 	s.metrics.catalog.Set(float64(len(a.targets)))
 }
-
-// --- catalog ---
 
 func (s *Scraper) onUpsertJob(j events.Job) {
 	if old, ok := s.a.jobs[j.Name]; ok && old.Hash == j.Hash && old.Config == j.Config {
@@ -432,481 +448,4 @@ func retireFor(t events.Target) time.Duration {
 		iv = time.Duration(d)
 	}
 	return 3*iv + 5*time.Second
-}
-
-// --- claiming ---
-
-// consider decides what to do about a target nobody is known to own:
-// claim it now if we are the slot's first choice, after the grace period
-// if second. exclude is a member to rank without (a failed owner).
-func (s *Scraper) consider(st *target, exclude string) {
-	a := &s.a
-	if a.claims == nil || a.rank == nil || st.phase != phaseIdle {
-		return
-	}
-	switch a.rank.rankWithout(st.slot, exclude) {
-	case 0:
-		s.queueClaim(st)
-	case 1:
-		s.queueGrace(st)
-	}
-}
-
-func (s *Scraper) queueClaim(st *target) {
-	if s.a.claims == nil {
-		st.phase = phaseIdle
-		return
-	}
-	st.phase = phaseClaiming
-	s.a.claimQ = append(s.a.claimQ, st.t.ID)
-}
-
-func (s *Scraper) queueGrace(st *target) {
-	a := &s.a
-	a.graceSeq++
-	st.phase = phaseGrace
-	st.graceSeq = a.graceSeq
-	a.grace = append(a.grace, graceItem{id: st.t.ID, seq: a.graceSeq, due: time.Now().Add(s.cfg.ClaimGrace)})
-	if len(a.grace) == 1 {
-		a.graceTimer.Reset(s.cfg.ClaimGrace)
-	}
-}
-
-func (s *Scraper) onGrace(now time.Time) {
-	a := &s.a
-	n := 0
-	for ; n < len(a.grace) && !a.grace[n].due.After(now); n++ {
-		it := a.grace[n]
-		if st, ok := a.targets[it.id]; ok && st.phase == phaseGrace && st.graceSeq == it.seq {
-			s.queueClaim(st)
-		}
-	}
-	a.grace = a.grace[n:]
-	if len(a.grace) > 0 {
-		a.graceTimer.Reset(max(time.Until(a.grace[0].due), 0))
-	} else {
-		a.grace = nil
-	}
-}
-
-// resync reconsiders every unowned target: after a new session, a watch
-// that lost events, and now and then in case a deletion went unseen.
-func (s *Scraper) resync() {
-	for _, st := range s.a.targets {
-		if st.phase == phaseIdle {
-			s.consider(st, "")
-		}
-	}
-}
-
-func (s *Scraper) onClaimed(gen uint64, ids []string, won []leases.Claim, err error) {
-	a := &s.a
-	if gen != a.gen {
-		// Claims of a lost session die with its lease.
-		return
-	}
-	got := make(map[string]bool, len(won))
-	for _, c := range won {
-		got[c.Target] = true
-		st, ok := a.targets[c.Target]
-		if !ok || st.phase != phaseClaiming {
-			// Deleted (or moved in) while the claim was in flight.
-			a.releaseQ = append(a.releaseQ, c)
-			continue
-		}
-		s.own(st, c)
-	}
-	if err != nil && !errors.Is(err, leases.ErrLeaseLost) {
-		s.logger.Warn("claim failed", "targets", len(ids), "won", len(won), "err", err)
-	}
-	for _, id := range ids {
-		st, ok := a.targets[id]
-		if got[id] || !ok || st.phase != phaseClaiming {
-			continue
-		}
-		if err != nil {
-			// The transaction may have landed: ask before trying again,
-			// or a claim of ours could sit unscraped until the lease ends.
-			s.queueCheck(st, checkClaim)
-			continue
-		}
-		st.phase = phaseIdle // someone else owns it (or did)
-		st.failover = false
-		if st.recheck {
-			s.afterDeletion(st, st.recheckPrev)
-		} else {
-			s.forgetIfUnfollowed(st)
-		}
-	}
-}
-
-// afterDeletion reacts to the deletion of an idle target's claim, whose
-// owner was prev ("" if it was ours or unknown).
-func (s *Scraper) afterDeletion(st *target, prev string) {
-	st.recheck, st.recheckPrev = false, ""
-	st.failover = prev != ""
-	s.consider(st, prev)
-	if st.phase == phaseIdle {
-		st.failover = false
-	}
-}
-
-// forgetIfUnfollowed drops an idle target whose slot we no longer follow
-// (the follower has forgotten it too).
-func (s *Scraper) forgetIfUnfollowed(st *target) {
-	if (st.phase == phaseIdle || st.phase == phaseGrace) && !st.tracked && s.a.rank != nil && s.a.rank.rank(st.slot) == notRanked {
-		delete(s.a.targets, st.t.ID)
-	}
-}
-
-func (s *Scraper) queueCheck(st *target, why checkReason) {
-	if st.checking {
-		return
-	}
-	st.checking = true
-	s.a.checkQ = append(s.a.checkQ, ownerCheck{id: st.t.ID, reason: why})
-}
-
-func (s *Scraper) onOwner(gen uint64, chk ownerCheck, c leases.Claim, found bool, err error) {
-	a := &s.a
-	if gen != a.gen {
-		return
-	}
-	st, ok := a.targets[chk.id]
-	if !ok {
-		if err == nil && found && s.mine(c) {
-			a.releaseQ = append(a.releaseQ, c)
-		}
-		return
-	}
-	st.checking = false
-	if err != nil {
-		s.logger.Warn("reading claim failed", "target", chk.id, "err", err)
-		switch st.phase {
-		case phaseOwned:
-			// Keep it: the session (the gate) protects us if it is lost.
-		case phaseClaiming:
-			s.queueGrace(st)
-		}
-		return
-	}
-	switch st.phase {
-	case phaseOwned:
-		switch {
-		case found && s.mine(c):
-			st.claim = c
-		case found:
-			s.lose(st, "moved")
-		default:
-			s.lose(st, "deleted")
-			s.consider(st, "")
-		}
-	case phaseClaiming:
-		switch {
-		case found && s.mine(c):
-			s.own(st, c)
-		case found:
-			st.phase = phaseIdle
-		default:
-			st.phase = phaseIdle
-			s.consider(st, "")
-		}
-	}
-}
-
-// mine says whether claim c is on the current session's lease.
-func (s *Scraper) mine(c leases.Claim) bool {
-	return s.a.claims != nil && c.Owner == s.cfg.ID && c.Lease == s.a.claims.Session().Lease()
-}
-
-// own starts forwarding (and scraping) a target we now hold a claim on.
-func (s *Scraper) own(st *target, c leases.Claim) {
-	a := &s.a
-	if st.phase != phaseOwned {
-		a.owned++
-	}
-	st.phase = phaseOwned
-	st.claim = c
-	st.recheck, st.recheckPrev = false, ""
-	s.gate.set(st.t.ID, gateOwned)
-	a.active[st.t.ID] = st
-	delete(a.noStale, st.t.ID) // back before its loop was switched
-	s.track(st)
-	s.setView(st.t)
-	s.markDirty()
-	if st.failover {
-		st.failover = false
-		s.metrics.failovers.Inc()
-	}
-}
-
-// lose stops a target that is no longer ours, without staleness markers:
-// whoever owns it now continues its series.
-func (s *Scraper) lose(st *target, reason string) {
-	s.gate.remove(st.t.ID)
-	s.deactivate(st, false)
-	st.phase = phaseIdle
-	s.untrack(st)
-	s.metrics.lost.WithLabelValues(reason).Inc()
-	s.logger.Info("target lost", "target", st.t.ID, "reason", reason)
-}
-
-// deactivate takes a target out of the scrape manager.
-func (s *Scraper) deactivate(st *target, staleMarkers bool) {
-	a := &s.a
-	if _, ok := a.active[st.t.ID]; !ok {
-		return
-	}
-	if st.phase == phaseOwned {
-		a.owned--
-		s.delView(st.t.ID)
-	}
-	delete(a.active, st.t.ID)
-	if !staleMarkers {
-		a.noStale[st.t.ID] = struct{}{}
-	}
-	s.markDirty()
-}
-
-// track follows a scraped target by id if its slot is not followed, so
-// that its catalog changes (and its deletion) still reach us.
-func (s *Scraper) track(st *target) {
-	if st.tracked || (s.a.rank != nil && s.a.rank.rank(st.slot) != notRanked) {
-		return
-	}
-	st.tracked = true
-	s.queueTrack(true, st.t.ID)
-}
-
-func (s *Scraper) untrack(st *target) {
-	if !st.tracked {
-		return
-	}
-	st.tracked = false
-	s.queueTrack(false, st.t.ID)
-	if s.a.rank != nil && s.a.rank.rank(st.slot) == notRanked && st.phase != phaseOwned && st.phase != phasePreparing {
-		delete(s.a.targets, st.t.ID)
-	}
-}
-
-// queueTrack batches Track and Untrack calls: each call restarts follower
-// watches, so a burst of ownership changes should make one.
-func (s *Scraper) queueTrack(add bool, id string) {
-	ops := s.a.trackOps
-	if n := len(ops); n > 0 && ops[n-1].add == add {
-		ops[n-1].ids = append(ops[n-1].ids, id)
-		return
-	}
-	s.a.trackOps = append(ops, trackOp{add: add, ids: []string{id}})
-}
-
-func (s *Scraper) flushTracking() {
-	for _, op := range s.a.trackOps {
-		if op.add {
-			s.catalog.Track(op.ids...)
-		} else {
-			s.catalog.Untrack(op.ids...)
-		}
-	}
-	s.a.trackOps = nil
-}
-
-// --- sessions ---
-
-func (s *Scraper) onSessionStarted(gen uint64, claims *leases.Claims) {
-	s.a.gen = gen
-	s.a.claims = claims
-	s.resync()
-}
-
-// onSessionLost stops every target at once and forgets all pending claim
-// work: the lease (and every claim on it) is gone or about to be.
-func (s *Scraper) onSessionLost(gen uint64) {
-	a := &s.a
-	if gen != a.gen {
-		return
-	}
-	a.gen, a.claims = 0, nil
-	s.gate.removeAll()
-	for _, st := range a.active {
-		if st.phase == phaseOwned {
-			s.metrics.lost.WithLabelValues("session").Inc()
-		}
-		s.deactivate(st, false)
-	}
-	for _, st := range a.targets {
-		st.phase = phaseIdle
-		st.checking = false
-		st.failover = false
-		st.recheck, st.recheckPrev = false, ""
-		s.untrack(st)
-	}
-	a.claimQ, a.releaseQ, a.checkQ, a.grace = nil, nil, nil, nil
-	a.graceTimer.Stop()
-	a.owned = 0
-	s.viewMu.Lock()
-	clear(s.view)
-	s.viewMu.Unlock()
-}
-
-// --- claim and move events ---
-
-// ctx ends with the session.
-func (s *Scraper) onClaimEvent(ctx context.Context, gen uint64, ev leases.Event) {
-	a := &s.a
-	if gen != a.gen {
-		return
-	}
-	switch ev.Type {
-	case leases.Resync:
-		s.resync()
-		for _, st := range a.active {
-			if st.phase == phaseOwned {
-				s.queueCheck(st, checkOwned)
-			}
-		}
-	case leases.ClaimDeleted:
-		st, ok := a.targets[ev.Target]
-		if !ok {
-			return
-		}
-		prev := ev.PrevOwner
-		if prev == s.cfg.ID {
-			prev = "" // our own earlier session's claim: rank as usual
-		}
-		switch st.phase {
-		case phaseOwned:
-			if ev.PrevOwner == s.cfg.ID {
-				// Ours, or an older claim of ours deleted before we claimed
-				// again; the claim itself says which.
-				s.queueCheck(st, checkOwned)
-			}
-		case phaseIdle:
-			s.afterDeletion(st, prev)
-		case phaseClaiming:
-			st.recheck, st.recheckPrev = true, prev
-			st.failover = st.failover || prev != ""
-		case phaseGrace:
-			if a.rank != nil && a.rank.rankWithout(st.slot, prev) == 0 {
-				st.failover = prev != ""
-				s.queueClaim(st)
-			}
-		}
-	case leases.MoveStarted:
-		m := ev.Move
-		if m.To != s.cfg.ID || a.movesIn[m.Target] {
-			return
-		}
-		if st, ok := a.targets[m.Target]; ok && (st.phase == phaseOwned || st.phase == phasePreparing) {
-			return
-		}
-		a.movesIn[m.Target] = true
-		claims := a.claims
-		s.goFn(func() { s.moveIn(ctx, gen, claims, m) })
-	case leases.MoveEnded:
-		if st, ok := a.targets[ev.Target]; ok && st.phase == phaseOwned && ev.Move.From == s.cfg.ID {
-			s.queueCheck(st, checkOwned)
-		}
-	}
-}
-
-// prepare starts scraping a target that is being moved to us, without
-// forwarding anything yet.
-func (s *Scraper) prepare(gen uint64, t events.Target) bool {
-	a := &s.a
-	if gen != a.gen {
-		return false
-	}
-	st, ok := a.targets[t.ID]
-	if !ok {
-		st = &target{t: t, slot: events.SlotOf(t.ID), tg: targetGroup(t)}
-		a.targets[t.ID] = st
-	}
-	if st.phase != phaseIdle && st.phase != phaseGrace {
-		return false
-	}
-	st.phase = phasePreparing
-	s.gate.set(t.ID, gatePreparing)
-	a.active[t.ID] = st
-	delete(a.noStale, t.ID)
-	s.track(st)
-	s.markDirty()
-	return true
-}
-
-func (s *Scraper) onTakeOver(gen uint64, m leases.Move, c leases.Claim, err error) {
-	a := &s.a
-	delete(a.movesIn, m.Target)
-	if gen != a.gen {
-		return
-	}
-	st, ok := a.targets[m.Target]
-	if !ok || st.phase != phasePreparing {
-		if err == nil {
-			a.releaseQ = append(a.releaseQ, c)
-		}
-		return
-	}
-	if err != nil {
-		s.metrics.movesIn.WithLabelValues("failed").Inc()
-		s.logger.Info("move to us did not happen", "target", m.Target, "from", m.From, "err", err)
-		s.gate.remove(m.Target)
-		s.deactivate(st, false)
-		st.phase = phaseIdle
-		s.untrack(st)
-		return
-	}
-	s.own(st, c)
-	s.metrics.movesIn.WithLabelValues("done").Inc()
-	s.logger.Info("target moved to us", "target", m.Target, "from", m.From, "epoch", c.Epoch)
-}
-
-// moveIn is the destination side of a move: fetch the target, start its
-// scrape loop, and take the claim over once the loop runs, so that the
-// first scrape after the hand-over is ours.
-// ctx ends with the session.
-func (s *Scraper) moveIn(ctx context.Context, gen uint64, claims *leases.Claims, m leases.Move) {
-	if !m.Deadline.IsZero() {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, m.Deadline)
-		defer cancel()
-	}
-	fail := func(err error) {
-		s.post(ctx, func() { s.onTakeOver(gen, m, leases.Claim{}, err) })
-	}
-	t, err := s.catalog.GetTarget(ctx, m.Target)
-	if err != nil {
-		fail(err)
-		return
-	}
-	var ok bool
-	if !s.call(ctx, func() { ok = s.prepare(gen, t) }) {
-		return
-	}
-	if !ok {
-		fail(leases.ErrNotOwner)
-		return
-	}
-	tick := time.NewTicker(25 * time.Millisecond)
-	defer tick.Stop()
-	for !s.scraping(t.Job, t.ID) {
-		select {
-		case <-ctx.Done():
-			fail(ctx.Err())
-			return
-		case <-tick.C:
-		}
-	}
-	c, err := claims.TakeOver(ctx, m)
-	s.post(ctx, func() { s.onTakeOver(gen, m, c, err) })
-}
-
-// scraping says whether the scrape manager runs a loop for target id.
-func (s *Scraper) scraping(job, id string) bool {
-	for _, t := range s.mgr.TargetsActive()[job] {
-		if t.GetValue(targetIDLabel) == id {
-			return true
-		}
-	}
-	return false
 }

@@ -19,11 +19,20 @@ import (
 // cleanly the others take over. Leases have a 2s TTL.
 func TestFailover(t *testing.T) {
 	f := newFixture(t)
-	a, b, c := f.start("a", testTTL), f.start("b", testTTL), f.start("c", testTTL)
-	f.waitMembers("a", "b", "c")
+	// The catalog is there before the scrapers, as after a restart of the
+	// whole pool: scrapers that start together must not each claim
+	// everything as the only member they know of.
 	targets := f.putTargets("", 60)
 	all := ids(targets)
+	a, b, c := f.start("a", testTTL), f.start("b", testTTL), f.start("c", testTTL)
+	f.waitMembers("a", "b", "c")
 	waitScraped(t, f.sink, all, 2)
+	for _, r := range []*running{a, b, c} {
+		n := len(r.owned())
+		t.Logf("scraper %s owns %d of %d targets after start", r.s.ID(), n, len(all))
+		// First choice for a third of the slots: 20 ± 3.7 expected.
+		require.GreaterOrEqual(t, n, 5, "scraper %s", r.s.ID())
+	}
 
 	// takeover waits until every target in victims is claimed by one of
 	// heirs and has a sample from it committed after since; it returns the

@@ -38,7 +38,7 @@ const (
 	// of CPU for longer than TTL - TTL/5 - TTL/3 loses its lease, which is
 	// correct but not what that test is about: 300 targets scraped every
 	// second under -race on a busy 2-core machine starve it for seconds.
-	poolTTL = 10 * time.Second
+	poolTTL = leases.DefaultTTL
 	testJob = "pool"
 )
 

@@ -1,0 +1,82 @@
+package export
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"sync"
+
+	"go.opentelemetry.io/collector/pdata/pmetric"
+)
+
+// Set is the exporters built from a Config, fanned out: every scrape goes
+// to each of them.
+type Set struct {
+	exporters []Exporter
+	readers   []Exporter // consumers that do not keep md
+	owners    []Exporter // consumers that take md over
+	prom      *Prometheus
+}
+
+var _ Exporter = (*Set)(nil)
+
+// NewFanout returns a Set sending to every exporter.
+func NewFanout(exporters ...Exporter) *Set {
+	s := &Set{exporters: exporters}
+	for _, e := range exporters {
+		if _, ok := e.(interface{ readOnly() }); ok {
+			s.readers = append(s.readers, e)
+		} else {
+			s.owners = append(s.owners, e)
+		}
+		if p, ok := e.(*Prometheus); ok && s.prom == nil {
+			s.prom = p
+		}
+	}
+	return s
+}
+
+// ConsumeMetrics hands md to every exporter: first to those that only read
+// it, then to those that keep it, each but the last getting a copy. A
+// failing exporter (a full queue) does not keep md from the others.
+func (s *Set) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error {
+	var errs []error
+	for _, e := range s.readers {
+		if err := e.ConsumeMetrics(ctx, md); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for i, e := range s.owners {
+		m := md
+		if i < len(s.owners)-1 {
+			m = pmetric.NewMetrics()
+			md.CopyTo(m)
+		}
+		if err := e.ConsumeMetrics(ctx, m); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Shutdown stops every exporter at once and waits for all of them.
+func (s *Set) Shutdown(ctx context.Context) error {
+	errs := make([]error, len(s.exporters))
+	var wg sync.WaitGroup
+	for i, e := range s.exporters {
+		wg.Go(func() { errs[i] = e.Shutdown(ctx) })
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// PrometheusHandler is the pull endpoint, nil unless configured.
+func (s *Set) PrometheusHandler() http.Handler {
+	if s.prom == nil {
+		return nil
+	}
+	return s.prom
+}
+
+// Exporters are the exporters of the set.
+func (s *Set) Exporters() []Exporter { return s.exporters }

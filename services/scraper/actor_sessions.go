@@ -1,0 +1,208 @@
+package scraper
+
+import (
+	"context"
+	"time"
+
+	"github.com/allot-dev/allot/pkg/events"
+	"github.com/allot-dev/allot/pkg/leases"
+)
+
+// Sessions, claim and move events: losing everything at once, and moving
+// single targets in and out.
+
+func (s *Scraper) onSessionStarted(gen uint64, claims *leases.Claims) {
+	s.a.gen = gen
+	s.a.claims = claims
+	s.resync()
+}
+
+// onSessionLost stops every target at once and forgets all pending claim
+// work: the lease (and every claim on it) is gone or about to be.
+func (s *Scraper) onSessionLost(gen uint64) {
+	a := &s.a
+	if gen != a.gen {
+		return
+	}
+	a.gen, a.claims = 0, nil
+	s.gate.removeAll()
+	for _, st := range a.active {
+		if st.phase == phaseOwned {
+			s.metrics.lost.WithLabelValues("session").Inc()
+		}
+		s.deactivate(st, false)
+	}
+	for _, st := range a.targets {
+		st.phase = phaseIdle
+		st.checking = false
+		st.failover = false
+		st.recheck, st.recheckPrev = false, ""
+		s.untrack(st)
+	}
+	a.claimQ, a.releaseQ, a.checkQ, a.grace = nil, nil, nil, nil
+	a.graceTimer.Stop()
+	a.owned = 0
+	s.viewMu.Lock()
+	clear(s.view)
+	s.viewMu.Unlock()
+}
+
+// ctx ends with the session.
+func (s *Scraper) onClaimEvent(ctx context.Context, gen uint64, ev leases.Event) {
+	a := &s.a
+	if gen != a.gen {
+		return
+	}
+	switch ev.Type {
+	case leases.Resync:
+		s.resync()
+		for _, st := range a.active {
+			if st.phase == phaseOwned {
+				s.queueCheck(st, checkOwned)
+			}
+		}
+	case leases.ClaimDeleted:
+		st, ok := a.targets[ev.Target]
+		if !ok {
+			return
+		}
+		prev := ev.PrevOwner
+		if prev == s.cfg.ID {
+			prev = "" // our own earlier session's claim: rank as usual
+		}
+		switch st.phase {
+		case phaseOwned:
+			if ev.PrevOwner == s.cfg.ID {
+				// Ours, or an older claim of ours deleted before we claimed
+				// again; the claim itself says which.
+				s.queueCheck(st, checkOwned)
+			}
+		case phaseIdle:
+			s.afterDeletion(st, prev)
+		case phaseClaiming:
+			st.recheck, st.recheckPrev = true, prev
+			st.failover = st.failover || prev != ""
+		case phaseGrace:
+			if a.rank != nil && a.rank.rankWithout(st.slot, prev) == 0 {
+				st.failover = prev != ""
+				s.queueClaim(st)
+			}
+		}
+	case leases.MoveStarted:
+		m := ev.Move
+		if m.To != s.cfg.ID || a.movesIn[m.Target] {
+			return
+		}
+		if st, ok := a.targets[m.Target]; ok && (st.phase == phaseOwned || st.phase == phasePreparing) {
+			return
+		}
+		a.movesIn[m.Target] = true
+		claims := a.claims
+		s.goFn(func() { s.moveIn(ctx, gen, claims, m) })
+	case leases.MoveEnded:
+		if st, ok := a.targets[ev.Target]; ok && st.phase == phaseOwned && ev.Move.From == s.cfg.ID {
+			s.queueCheck(st, checkOwned)
+		}
+	}
+}
+
+// prepare starts scraping a target that is being moved to us, without
+// forwarding anything yet.
+func (s *Scraper) prepare(gen uint64, t events.Target) bool {
+	a := &s.a
+	if gen != a.gen {
+		return false
+	}
+	st, ok := a.targets[t.ID]
+	if !ok {
+		st = &target{t: t, slot: events.SlotOf(t.ID), tg: targetGroup(t)}
+		a.targets[t.ID] = st
+	}
+	if st.phase != phaseIdle && st.phase != phaseGrace {
+		return false
+	}
+	st.phase = phasePreparing
+	s.gate.set(t.ID, gatePreparing)
+	a.active[t.ID] = st
+	delete(a.noStale, t.ID)
+	s.track(st)
+	s.markDirty()
+	return true
+}
+
+func (s *Scraper) onTakeOver(gen uint64, m leases.Move, c leases.Claim, err error) {
+	a := &s.a
+	delete(a.movesIn, m.Target)
+	if gen != a.gen {
+		return
+	}
+	st, ok := a.targets[m.Target]
+	if !ok || st.phase != phasePreparing {
+		if err == nil {
+			a.releaseQ = append(a.releaseQ, c)
+		}
+		return
+	}
+	if err != nil {
+		s.metrics.movesIn.WithLabelValues("failed").Inc()
+		s.logger.Info("move to us did not happen", "target", m.Target, "from", m.From, "err", err)
+		s.gate.remove(m.Target)
+		s.deactivate(st, false)
+		st.phase = phaseIdle
+		s.untrack(st)
+		return
+	}
+	s.own(st, c)
+	s.metrics.movesIn.WithLabelValues("done").Inc()
+	s.logger.Info("target moved to us", "target", m.Target, "from", m.From, "epoch", c.Epoch)
+}
+
+// moveIn is the destination side of a move: fetch the target, start its
+// scrape loop, and take the claim over once the loop runs, so that the
+// first scrape after the hand-over is ours.
+// ctx ends with the session.
+func (s *Scraper) moveIn(ctx context.Context, gen uint64, claims *leases.Claims, m leases.Move) {
+	if !m.Deadline.IsZero() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, m.Deadline)
+		defer cancel()
+	}
+	fail := func(err error) {
+		s.post(ctx, func() { s.onTakeOver(gen, m, leases.Claim{}, err) })
+	}
+	t, err := s.catalog.GetTarget(ctx, m.Target)
+	if err != nil {
+		fail(err)
+		return
+	}
+	var ok bool
+	if !s.call(ctx, func() { ok = s.prepare(gen, t) }) {
+		return
+	}
+	if !ok {
+		fail(leases.ErrNotOwner)
+		return
+	}
+	tick := time.NewTicker(25 * time.Millisecond)
+	defer tick.Stop()
+	for !s.scraping(t.Job, t.ID) {
+		select {
+		case <-ctx.Done():
+			fail(ctx.Err())
+			return
+		case <-tick.C:
+		}
+	}
+	c, err := claims.TakeOver(ctx, m)
+	s.post(ctx, func() { s.onTakeOver(gen, m, c, err) })
+}
+
+// scraping says whether the scrape manager runs a loop for target id.
+func (s *Scraper) scraping(job, id string) bool {
+	for _, t := range s.mgr.TargetsActive()[job] {
+		if t.GetValue(targetIDLabel) == id {
+			return true
+		}
+	}
+	return false
+}
