@@ -276,6 +276,7 @@ type run struct {
 	jobsW    *watch
 	slotsW   *watch
 	trackW   [trackGroups]*watch
+	watches  []*watch // all of the above
 	events   chan watchEvent
 	drains   sync.WaitGroup
 	timer    *time.Timer
@@ -310,8 +311,10 @@ func (f *Follower) Run(ctx context.Context) error {
 		events: make(chan watchEvent, 256),
 		timer:  time.NewTimer(time.Hour),
 	}
+	r.watches = []*watch{r.jobsW, r.slotsW}
 	for g := range r.trackW {
 		r.trackW[g] = &watch{kind: kindTracked, group: g}
+		r.watches = append(r.watches, r.trackW[g])
 	}
 	r.timer.Stop()
 	defer r.shutdown()
@@ -347,13 +350,7 @@ func (f *Follower) Run(ctx context.Context) error {
 	}
 }
 
-func (r *run) all() []*watch {
-	ws := []*watch{r.jobsW, r.slotsW}
-	for _, w := range r.trackW {
-		ws = append(ws, w)
-	}
-	return ws
-}
+func (r *run) all() []*watch { return r.watches }
 
 func (r *run) markDirty(reason string) {
 	for _, w := range r.all() {

@@ -47,6 +47,9 @@ func pointsOf(md pmetric.Metrics) []point {
 		for j := 0; j < sms.Len(); j++ {
 			ms := sms.At(j).Metrics()
 			for k := 0; k < ms.Len(); k++ {
+				if ms.At(k).Type() != pmetric.MetricTypeGauge {
+					continue
+				}
 				dps := ms.At(k).Gauge().DataPoints()
 				for l := 0; l < dps.Len(); l++ {
 					s, _ := dps.At(l).Attributes().Get("s")

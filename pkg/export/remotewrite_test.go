@@ -111,11 +111,13 @@ func TestRemoteWriteOutageThenRecovery(t *testing.T) {
 	const scrapes = 60
 	recover := time.AfterFunc(2*time.Second, func() { down.Store(false) })
 	defer recover.Stop()
+	interval := time.NewTicker(50 * time.Millisecond) // the scrape interval of this test
+	defer interval.Stop()
 	for i := range scrapes {
 		for _, s := range []string{"a", "b", "c"} {
 			require.NoError(t, exp.ConsumeMetrics(context.Background(), testMetrics(s, float64(i))))
 		}
-		time.Sleep(50 * time.Millisecond) // the scrape interval of this test
+		<-interval.C
 	}
 	require.Eventually(t, func() bool { return r.count() == 3*scrapes }, 20*time.Second, 10*time.Millisecond)
 	require.NoError(t, exp.Shutdown(context.Background()))
@@ -185,7 +187,9 @@ func TestPersistentQueueSurvivesRestart(t *testing.T) {
 	require.NoError(t, second.ConsumeMetrics(context.Background(), testMetrics("a", 10)))
 	require.Eventually(t, func() bool { return r.count() == 11 }, 20*time.Second, 10*time.Millisecond)
 	require.NoError(t, second.Shutdown(context.Background()))
-	for i, s := range r.series()["g{s=a}"] {
+	got := r.series()["g{job=test,s=a}"]
+	require.Len(t, got, 11)
+	for i, s := range got {
 		require.Equal(t, float64(i), s.Value)
 	}
 

@@ -677,6 +677,7 @@ func TestSlowDiscoveryDeletesNothing(t *testing.T) {
 	sd.setDelay("/a", slow)
 	start := time.Now()
 	d2 := c.start(t, "d2", httpSDConfig(t, sd.URL+"/a"))
+	require.True(t, waitFor(eventually, d2.IsLeader))
 	require.True(t, waitFor(eventually, d2.Ready))
 	require.GreaterOrEqual(t, time.Since(start), slow, "not ready before discovery answered")
 	requireBucketIsCatalog(t, js, d2.Discoverer)

@@ -173,6 +173,7 @@ func (s *Scraper) Run(ctx context.Context) error {
 	s.goFn(func() { s.sessions(ctx) })
 
 	<-ctx.Done()
+	s.logger.Info("stopping: handing targets over")
 	// Hand over first: shut the gate (nothing more is forwarded, so no
 	// sample can overlap with the next owner's) and revoke the lease, so
 	// the others claim at once instead of after our scrape loops wound
@@ -204,10 +205,11 @@ func (s *Scraper) closeSession() error {
 	if sess == nil {
 		return nil
 	}
+	start := time.Now()
 	if err := sess.Close(); err != nil {
 		return fmt.Errorf("scraper %s: %w", s.cfg.ID, err)
 	}
-	s.logger.Info("lease revoked")
+	s.logger.Info("lease revoked", "took", time.Since(start))
 	return nil
 }
 
