@@ -13,6 +13,7 @@
 #
 #   build/images.sh            # all three images
 #   build/images.sh allot      # only some: allot, etcd, nats
+#   ALLOT_BIN=/path/to/allot build/images.sh allot   # a static allot built elsewhere
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -66,10 +67,16 @@ ca_bundle() {
 }
 
 build_allot() {
-	local version
-	version=${ALLOT_VERSION:-$(git -C "$root" describe --tags --always --dirty 2>/dev/null || echo dev)}
-	log "go build ./cmd/allot ($version)"
-	go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$out/allot" ./cmd/allot
+	if [[ -n ${ALLOT_BIN:-} ]]; then
+		# A static allot built elsewhere (another checkout, a release).
+		log "using $ALLOT_BIN"
+		cp "$ALLOT_BIN" "$out/allot"
+	else
+		local version
+		version=${ALLOT_VERSION:-$(git -C "$root" describe --tags --always --dirty 2>/dev/null || echo dev)}
+		log "go build ./cmd/allot ($version)"
+		go build -trimpath -ldflags "-s -w -X main.version=$version" -o "$out/allot" ./cmd/allot
+	fi
 	ca_bundle
 	# One unprivileged user (65532, as in distroless "nonroot"), so the image
 	# needs no shell to drop root.

@@ -105,7 +105,7 @@ var (
 	leaseFlags = []string{"lease.ttl", "lease.margin"}
 	flagsOf    = map[string][]string{
 		"discoverer": slices.Concat(logFlags, roleFlags, eventFlags,
-			[]string{"config.file", "discoverer.id", "discoverer.election-ttl"}),
+			[]string{"config.file", "discoverer.id"}),
 		"scraper": slices.Concat(logFlags, roleFlags, eventFlags, leaseFlags,
 			[]string{"config.file", "otlp.endpoint", "scraper.id", "scraper.zone", "scraper.weight", "scraper.claim-grace"}),
 		"rebalancer": slices.Concat(logFlags, roleFlags, leaseFlags,

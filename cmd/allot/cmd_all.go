@@ -167,7 +167,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 			c.Addr = loopback(srv.Addr())
 			c.Keyspace, c.Session, c.Events = ks, session, evCfg
 			reg := prometheus.WrapRegistererWith(prometheus.Labels{"member": c.ID}, srv.reg)
-			s, err := startScraper(g, c, cli, js, exp, reg, logger.With("scraper", c.ID))
+			s, err := startScraper(g, c, cli, js, exp, reg, logger)
 			if err != nil {
 				return err
 			}

@@ -96,7 +96,7 @@ func (o *exporterOptions) build(fs *flag.FlagSet, file *configfile.File, reg pro
 // startDiscoverer builds a discoverer with the file's config, runs it in g,
 // and wires config reloads (SIGHUP and POST /-/reload).
 func startDiscoverer(g *group, srv *server, cfg discoverer.Config, cfgFile string, cli *clientv3.Client, js jetstream.JetStream, file *configfile.File, logger *slog.Logger) (*discoverer.Discoverer, error) {
-	d, err := discoverer.New(cfg, cli, js, srv.reg, logger.With("component", "discoverer"))
+	d, err := discoverer.New(cfg, cli, js, srv.reg, logger)
 	if err != nil {
 		return nil, fmt.Errorf("discoverer: %w", err)
 	}
@@ -152,7 +152,7 @@ func startDiscoverer(g *group, srv *server, cfg discoverer.Config, cfgFile strin
 // through exp, and runs it in g.
 func startScraper(g *group, cfg scraper.Config, cli *clientv3.Client, js jetstream.JetStream, exp export.Exporter, reg prometheus.Registerer, logger *slog.Logger) (*scraper.Scraper, error) {
 	app := otlp.NewAppendable(exp, otlp.Options{ScopeVersion: version}, reg, logger.With("component", "otlp"))
-	s, err := scraper.New(cfg, cli, js, app, reg, logger.With("component", "scraper"))
+	s, err := scraper.New(cfg, cli, js, app, reg, logger)
 	if err != nil {
 		return nil, fmt.Errorf("scraper: %w", err)
 	}
@@ -163,7 +163,7 @@ func startScraper(g *group, cfg scraper.Config, cli *clientv3.Client, js jetstre
 
 // startRebalancer builds the rebalancer, mounts its API, and runs it in g.
 func startRebalancer(g *group, srv *server, cfg rebalancer.Config, cli *clientv3.Client, logger *slog.Logger) (*rebalancer.Rebalancer, error) {
-	r, err := rebalancer.New(cfg, cli, srv.reg, logger.With("component", "rebalancer"))
+	r, err := rebalancer.New(cfg, cli, srv.reg, logger)
 	if err != nil {
 		return nil, fmt.Errorf("rebalancer: %w", err)
 	}

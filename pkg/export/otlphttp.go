@@ -177,10 +177,7 @@ func (c *otlpHTTPClient) send(ctx context.Context, md pmetric.Metrics) error {
 	}
 	body := raw
 	if c.gzip {
-		buf, _ := c.bufs.Get().(*bytes.Buffer)
-		if buf == nil {
-			buf = new(bytes.Buffer)
-		}
+		buf := c.buffer()
 		defer c.bufs.Put(buf)
 		if body, err = gzipTo(buf, &c.zws, raw); err != nil {
 			return permanent(err, "marshal")
@@ -215,6 +212,13 @@ func (c *otlpHTTPClient) send(ctx context.Context, md pmetric.Metrics) error {
 		}
 	}
 	return nil
+}
+
+func (c *otlpHTTPClient) buffer() *bytes.Buffer {
+	if buf, ok := c.bufs.Get().(*bytes.Buffer); ok {
+		return buf
+	}
+	return new(bytes.Buffer)
 }
 
 // gzipTo compresses raw into buf with a pooled writer.

@@ -97,6 +97,8 @@ type pipeline struct {
 	cancelSend context.CancelFunc
 	done       chan struct{}
 	shutdown   sync.Once
+	closed     sync.Once
+	closeErr   error
 }
 
 func newPipeline(cfg pipelineConfig, q queue, c client, m *metrics, logger *slog.Logger) *pipeline {
@@ -151,11 +153,11 @@ func (p *pipeline) Shutdown(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	p.cancelSend()
-	if cerr := p.c.close(); cerr != nil && err == nil {
-		err = cerr
-	}
-	if qerr := p.q.close(); qerr != nil && err == nil {
-		err = qerr
+	p.closed.Do(func() {
+		p.closeErr = errors.Join(p.c.close(), p.q.close())
+	})
+	if err == nil {
+		err = p.closeErr
 	}
 	return err
 }

@@ -172,8 +172,14 @@ func (a *Appendable) state(t *scrape.Target) *targetState {
 			a.targets[key] = ts
 			a.metrics.targets.Set(float64(len(a.targets)))
 		}
+		// A reload replaces a target's *scrape.Target; the old one's loop
+		// is stopping, so only the newest pointer is indexed (an old one
+		// finds the state again by its hash).
+		for _, old := range ts.targets {
+			delete(a.byTarget, old)
+		}
 		a.byTarget[t] = ts
-		ts.targets = append(ts.targets, t)
+		ts.targets = append(ts.targets[:0], t)
 	}
 	ts.lastUsed = now
 	return ts

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
@@ -93,9 +94,40 @@ type pendingDist struct {
 	reset    bool
 }
 
+// scratch is the reusable memory of an appender; it goes back to a pool
+// when the appender is done, so that a scrape's bookkeeping does not
+// allocate.
+type scratch struct {
+	pending     []pendingNumber
+	pendingDist []pendingDist
+	attrs       []labels.Label
+	scopeAttrs  []labels.Label
+	hbuf        []byte
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
 func newAppender(ctx context.Context, a *Appendable, ts *targetState) *appender {
 	t, _ := scrape.TargetFromContext(ctx)
-	return &appender{ctx: ctx, a: a, ts: ts, target: t, md: pmetric.NewMetrics()}
+	s := scratchPool.Get().(*scratch)
+	return &appender{
+		ctx: ctx, a: a, ts: ts, target: t, md: pmetric.NewMetrics(),
+		pending: s.pending, pendingDist: s.pendingDist, attrs: s.attrs, scopeAttrs: s.scopeAttrs, hbuf: s.hbuf,
+	}
+}
+
+// release returns the scratch memory, without references into the
+// scrape's data, to the pool.
+func (ap *appender) release() {
+	clear(ap.pending)
+	clear(ap.pendingDist)
+	clear(ap.attrs)
+	clear(ap.scopeAttrs)
+	scratchPool.Put(&scratch{
+		pending: ap.pending[:0], pendingDist: ap.pendingDist[:0],
+		attrs: ap.attrs[:0], scopeAttrs: ap.scopeAttrs[:0], hbuf: ap.hbuf[:0],
+	})
+	ap.pending, ap.pendingDist, ap.attrs, ap.scopeAttrs, ap.hbuf = nil, nil, nil, nil, nil
 }
 
 // Append implements storage.AppenderV2. It never fails for a sample with a
@@ -282,9 +314,9 @@ func (ap *appender) resource(job, instance string) *resourceBuilder {
 	rm := ap.md.ResourceMetrics().AppendEmpty()
 	ap.ts.mu.Lock()
 	ap.ts.resourceFor(key, ap.target).CopyTo(rm.Resource())
-	hint := ap.ts.sizeHint
+	hint, points := ap.ts.sizeHint, ap.ts.pointHints
 	ap.ts.mu.Unlock()
-	rb := &resourceBuilder{key: key, rm: rm, hint: hint}
+	rb := &resourceBuilder{key: key, rm: rm, hint: hint, points: points}
 	ap.resources = append(ap.resources, rb)
 	ap.last = rb
 	return rb
@@ -337,8 +369,10 @@ func (ap *appender) Commit() error {
 		p.setStart(msToTimestamp(start))
 	}
 	ts.sizeHint = metrics
+	ts.pointHints = ap.pointCounts()
 	ts.committed()
 	ts.mu.Unlock()
+	ap.release()
 
 	// A resource can be left without metrics (only target_info), a scope
 	// without metrics (only otel_scope_info).
@@ -366,6 +400,7 @@ func (ap *appender) Rollback() error {
 		return ErrDone
 	}
 	ap.done = true
+	ap.release()
 	ap.a.metrics.rollbacks.Inc()
 	return nil
 }
@@ -382,6 +417,7 @@ type resourceBuilder struct {
 	key    resourceKey
 	rm     pmetric.ResourceMetrics
 	hint   int
+	points map[string]int // points per metric in the last scrape
 	def    *scopeBuilder
 	scopes []*scopeBuilder
 }
@@ -401,6 +437,7 @@ type scopeBuilder struct {
 	families map[familyKey]*family
 	last     *family
 	grouped  []*family // classic histograms and summaries, finished in Commit
+	points   map[string]int
 }
 
 // defaultScope is the scope of samples without otel_scope_* labels: this
@@ -441,7 +478,7 @@ func (rb *resourceBuilder) scope(cur *sampleLabels, attrs []labels.Label, opts O
 func (rb *resourceBuilder) newScope(key scopeKey, hint int) *scopeBuilder {
 	sm := rb.rm.ScopeMetrics().AppendEmpty()
 	sm.Metrics().EnsureCapacity(hint)
-	sb := &scopeBuilder{key: key, sm: sm, metrics: sm.Metrics(), families: make(map[familyKey]*family, hint)}
+	sb := &scopeBuilder{key: key, sm: sm, metrics: sm.Metrics(), families: make(map[familyKey]*family, hint), points: rb.points}
 	rb.scopes = append(rb.scopes, sb)
 	return sb
 }
@@ -453,12 +490,13 @@ type familyKey struct {
 
 // family is one OTLP metric being built.
 type family struct {
-	key     familyKey
-	metric  pmetric.Metric
-	numbers pmetric.NumberDataPointSlice
-	groups  map[uint64]*group
-	order   []*group
-	meta    storage.AppendV2Options // Metadata only, for fallbacks
+	key       familyKey
+	metric    pmetric.Metric
+	numbers   pmetric.NumberDataPointSlice
+	groups    map[uint64]*group
+	order     []*group
+	lastGroup *group
+	meta      storage.AppendV2Options // Metadata only, for fallbacks
 }
 
 // family returns the metric name of kind, creating it. Samples of a family
@@ -484,9 +522,11 @@ func (sb *scopeBuilder) family(name string, kind metricKind, opts storage.Append
 		typ = string(model.MetricTypeUnknown)
 	}
 	m.Metadata().PutStr(metadataTypeKey, typ)
+	hint := sb.points[name]
 	switch kind {
 	case kindGauge:
 		f.numbers = m.SetEmptyGauge().DataPoints()
+		f.numbers.EnsureCapacity(hint)
 	case kindCounter, kindInfo, kindStateset:
 		// Info and stateset values are counts of things that are (1) or
 		// are not (0): summed, not averaged, when attributes are
@@ -495,10 +535,19 @@ func (sb *scopeBuilder) family(name string, kind metricKind, opts storage.Append
 		s.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
 		s.SetIsMonotonic(kind == kindCounter)
 		f.numbers = s.DataPoints()
+		f.numbers.EnsureCapacity(hint)
 	case kindHistogram, kindCustomBuckets:
-		m.SetEmptyHistogram().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+		h := m.SetEmptyHistogram()
+		h.SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
+		h.DataPoints().EnsureCapacity(hint)
+		if kind == kindHistogram {
+			f.groups = make(map[uint64]*group, hint)
+			f.order = make([]*group, 0, hint)
+		}
 	case kindSummary:
-		m.SetEmptySummary()
+		m.SetEmptySummary().DataPoints().EnsureCapacity(hint)
+		f.groups = make(map[uint64]*group, hint)
+		f.order = make([]*group, 0, hint)
 	case kindExponential:
 		m.SetEmptyExponentialHistogram().SetAggregationTemporality(pmetric.AggregationTemporalityCumulative)
 	case kindGaugeExponential:
@@ -603,4 +652,38 @@ func unitApplies(name string, t model.MetricType) bool {
 		return !strings.HasSuffix(name, "_bucket") && !strings.HasSuffix(name, "_count") && !strings.HasSuffix(name, "_gcount")
 	}
 	return true
+}
+
+// pointCounts counts the points of every metric of the scrape, the sizes
+// to expect next time.
+func (ap *appender) pointCounts() map[string]int {
+	counts := make(map[string]int, ap.ts.sizeHint)
+	for _, rb := range ap.resources {
+		for _, sb := range rb.scopes {
+			for _, f := range sb.families {
+				n := len(f.order)
+				if f.key.kind != kindHistogram && f.key.kind != kindSummary {
+					n = pointCount(f.metric)
+				}
+				counts[f.key.name] = max(counts[f.key.name], n)
+			}
+		}
+	}
+	return counts
+}
+
+func pointCount(m pmetric.Metric) int {
+	switch m.Type() {
+	case pmetric.MetricTypeGauge:
+		return m.Gauge().DataPoints().Len()
+	case pmetric.MetricTypeSum:
+		return m.Sum().DataPoints().Len()
+	case pmetric.MetricTypeHistogram:
+		return m.Histogram().DataPoints().Len()
+	case pmetric.MetricTypeExponentialHistogram:
+		return m.ExponentialHistogram().DataPoints().Len()
+	case pmetric.MetricTypeSummary:
+		return m.Summary().DataPoints().Len()
+	}
+	return 0
 }

@@ -163,6 +163,13 @@ func TestForget(t *testing.T) {
 	require.NoError(t, err)
 	require.Equal(t, ts(2000), onlyMetric(t, md).Sum().DataPoints().At(0).StartTimestamp())
 
+	// A reload hands a new *scrape.Target for the same target: same state.
+	reloaded := testTarget()
+	require.Equal(t, TargetHash(tg), TargetHash(reloaded))
+	md, err = commitScrape(t, app, rec, reloaded, counter(7, 2500))
+	require.NoError(t, err)
+	require.Equal(t, ts(2000), onlyMetric(t, md).Sum().DataPoints().At(0).StartTimestamp())
+
 	// Another target with the same series has its own state.
 	other := testTarget("zone", "b")
 	require.NotEqual(t, TargetHash(tg), TargetHash(other))
@@ -199,6 +206,18 @@ func TestHistogramResets(t *testing.T) {
 	dp := scrapeH(3000, 1, 5, 3)
 	require.Equal(t, ts(2999), dp.StartTimestamp())
 	require.Equal(t, []uint64{1, 4}, dp.BucketCounts().AsRaw())
+
+	// A staleness marker keeps the bounds and the start.
+	sn := math.Float64frombits(value.StaleNaN)
+	md, err := commitScrape(t, app, rec, tg, classic("1", sn, 4000), classic("+Inf", sn, 4000), classic("sum", sn, 4000), classic("count", sn, 4000))
+	require.NoError(t, err)
+	dp = onlyMetric(t, md).Histogram().DataPoints().At(0)
+	require.True(t, dp.Flags().NoRecordedValue())
+	require.Equal(t, []float64{1}, dp.ExplicitBounds().AsRaw())
+	require.Equal(t, []uint64{0, 0}, dp.BucketCounts().AsRaw())
+	require.Equal(t, ts(2999), dp.StartTimestamp())
+	// and the series starts afresh when it comes back.
+	require.Equal(t, ts(5000), scrapeH(5000, 1, 1, 1).StartTimestamp())
 }
 
 func TestNativeHistogramResetHint(t *testing.T) {

@@ -89,26 +89,14 @@ func (ap *appender) appendClassic(sb *scopeBuilder, kind metricKind, ls labels.L
 	if kind == kindSummary {
 		drop = "quantile"
 	}
-	var gk uint64
-	gk, ap.hbuf = ls.HashWithoutLabels(ap.hbuf, drop)
-	g := fam.groups[gk]
-	if g == nil {
-		salt := uint64(saltClassic)
-		if kind == kindSummary {
-			salt = saltSummary
-		}
-		g = &group{key: gk ^ salt, t: t}
-		g.attrs = make([]labels.Label, 0, len(ap.attrs))
-		for _, l := range ap.attrs {
-			if l.Name != drop {
-				g.attrs = append(g.attrs, l)
-			}
-		}
-		if fam.groups == nil {
-			fam.groups = make(map[uint64]*group)
-		}
-		fam.groups[gk] = g
-		fam.order = append(fam.order, g)
+	// The series of a group arrive together: compare with the last group
+	// before hashing.
+	g := fam.lastGroup
+	if g == nil || !sameAttrs(g.attrs, ap.attrs, drop) {
+		var gk uint64
+		gk, ap.hbuf = ls.HashWithoutLabels(ap.hbuf, drop)
+		g = ap.group(fam, kind, gk, drop, t)
+		fam.lastGroup = g
 	}
 	if value.IsStaleNaN(v) {
 		g.stale = true
@@ -133,6 +121,45 @@ func (ap *appender) appendClassic(sb *scopeBuilder, kind metricKind, ls labels.L
 		putExemplars(g.exemplars, opts.Exemplars)
 	}
 	return true
+}
+
+// group returns the group with hash gk, creating it.
+func (ap *appender) group(fam *family, kind metricKind, gk uint64, drop string, t int64) *group {
+	if g, ok := fam.groups[gk]; ok {
+		return g
+	}
+	salt := uint64(saltClassic)
+	if kind == kindSummary {
+		salt = saltSummary
+	}
+	g := &group{key: gk ^ salt, t: t}
+	g.attrs = make([]labels.Label, 0, len(ap.attrs))
+	for _, l := range ap.attrs {
+		if l.Name != drop {
+			g.attrs = append(g.attrs, l)
+		}
+	}
+	if fam.groups == nil {
+		fam.groups = make(map[uint64]*group)
+	}
+	fam.groups[gk] = g
+	fam.order = append(fam.order, g)
+	return g
+}
+
+// sameAttrs reports whether attrs without the label drop are groupAttrs.
+func sameAttrs(groupAttrs, attrs []labels.Label, drop string) bool {
+	i := 0
+	for _, l := range attrs {
+		if l.Name == drop {
+			continue
+		}
+		if i >= len(groupAttrs) || groupAttrs[i] != l {
+			return false
+		}
+		i++
+	}
+	return i == len(groupAttrs)
 }
 
 // finishClassic writes the groups of a classic histogram or summary family
@@ -234,10 +261,6 @@ func (ap *appender) fallbackGauges(sb *scopeBuilder, f *family, g *group) {
 // and the total is at least the last bucket, so that the counts always add
 // up to the count.
 func classicBuckets(g *group, dp pmetric.HistogramDataPoint) []uint64 {
-	if g.stale {
-		dp.SetFlags(pmetric.DefaultDataPointFlags.WithNoRecordedValue(true))
-		return nil
-	}
 	bs := slices.DeleteFunc(g.buckets, func(b bucket) bool { return math.IsNaN(b.bound) })
 	slices.SortStableFunc(bs, func(a, b bucket) int { return cmpFloat(a.bound, b.bound) })
 	out := bs[:0]
@@ -257,6 +280,16 @@ func classicBuckets(g *group, dp pmetric.HistogramDataPoint) []uint64 {
 	bounds := dp.ExplicitBounds()
 	bounds.EnsureCapacity(len(bs))
 	counts := make([]uint64, len(bs)+1)
+	if g.stale {
+		// No value, but the bounds stay, so that a conversion back to
+		// Prometheus can mark every bucket series stale.
+		for _, b := range bs {
+			bounds.Append(b.bound)
+		}
+		dp.BucketCounts().FromRaw(counts)
+		dp.SetFlags(pmetric.DefaultDataPointFlags.WithNoRecordedValue(true))
+		return nil
+	}
 	var prev uint64
 	for i, b := range bs {
 		bounds.Append(b.bound)

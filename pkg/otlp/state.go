@@ -24,7 +24,7 @@ const (
 type targetState struct {
 	key     uint64
 	opts    Options
-	targets []*scrape.Target // guarded by Appendable.mu
+	targets []*scrape.Target // guarded by Appendable.mu; the newest only
 	// lastUsed is guarded by Appendable.mu.
 	lastUsed time.Time
 
@@ -32,8 +32,10 @@ type targetState struct {
 	series    map[uint64]*seriesState
 	commits   uint64
 	resources map[resourceKey]pcommon.Resource
-	// sizeHint is the number of metrics of the last commit, to presize.
-	sizeHint int
+	// sizeHint is the number of metrics of the last commit and pointHints
+	// the number of points of each, to presize (replaced, never changed).
+	sizeHint   int
+	pointHints map[string]int
 }
 
 // seriesState is what the true-reset-point rule needs of one cumulative

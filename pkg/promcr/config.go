@@ -316,11 +316,11 @@ func (sc ScrapeClass) validate() error {
 // with their own field names.
 type configYAML struct {
 	plain                  `yaml:",inline"`
-	ServiceMonitorSelector *yaml.Node `yaml:"service_monitor_selector,omitempty"`
-	PodMonitorSelector     *yaml.Node `yaml:"pod_monitor_selector,omitempty"`
-	ScrapeConfigSelector   *yaml.Node `yaml:"scrape_config_selector,omitempty"`
-	ProbeSelector          *yaml.Node `yaml:"probe_selector,omitempty"`
-	NamespaceSelector      *yaml.Node `yaml:"namespace_selector,omitempty"`
+	ServiceMonitorSelector yaml.Node `yaml:"service_monitor_selector,omitempty"`
+	PodMonitorSelector     yaml.Node `yaml:"pod_monitor_selector,omitempty"`
+	ScrapeConfigSelector   yaml.Node `yaml:"scrape_config_selector,omitempty"`
+	ProbeSelector          yaml.Node `yaml:"probe_selector,omitempty"`
+	NamespaceSelector      yaml.Node `yaml:"namespace_selector,omitempty"`
 }
 
 type plain Config
@@ -348,13 +348,13 @@ func (c *Config) UnmarshalYAML(node *yaml.Node) error {
 		node *yaml.Node
 		dst  **metav1.LabelSelector
 	}{
-		{y.ServiceMonitorSelector, &out.ServiceMonitorSelector},
-		{y.PodMonitorSelector, &out.PodMonitorSelector},
-		{y.ScrapeConfigSelector, &out.ScrapeConfigSelector},
-		{y.ProbeSelector, &out.ProbeSelector},
-		{y.NamespaceSelector, &out.NamespaceSelector},
+		{&y.ServiceMonitorSelector, &out.ServiceMonitorSelector},
+		{&y.PodMonitorSelector, &out.PodMonitorSelector},
+		{&y.ScrapeConfigSelector, &out.ScrapeConfigSelector},
+		{&y.ProbeSelector, &out.ProbeSelector},
+		{&y.NamespaceSelector, &out.NamespaceSelector},
 	} {
-		if s.node == nil {
+		if s.node.IsZero() {
 			continue
 		}
 		sel, err := decodeSelector(s.node)
@@ -393,7 +393,7 @@ func (c Config) MarshalYAML() (any, error) {
 	y := configYAML{plain: plain(c)}
 	for _, s := range []struct {
 		sel *metav1.LabelSelector
-		dst **yaml.Node
+		dst *yaml.Node
 	}{
 		{c.ServiceMonitorSelector, &y.ServiceMonitorSelector},
 		{c.PodMonitorSelector, &y.PodMonitorSelector},
@@ -412,11 +412,9 @@ func (c Config) MarshalYAML() (any, error) {
 		if err := json.Unmarshal(b, &v); err != nil {
 			return nil, err
 		}
-		var n yaml.Node
-		if err := n.Encode(v); err != nil {
+		if err := s.dst.Encode(v); err != nil {
 			return nil, err
 		}
-		*s.dst = &n
 	}
 	return y, nil
 }

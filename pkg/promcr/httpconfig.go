@@ -249,8 +249,13 @@ func (s store) safeAuthz(a *monitoringv1.SafeAuthorization) (*authz, error) {
 	if a == nil || reflect.ValueOf(*a).IsZero() {
 		return nil, nil
 	}
-	if err := a.Validate(); err != nil {
-		return nil, invalidf("authorization: %w", err)
+	// As in Prometheus Operator, an authorization without credentials is
+	// valid here (it may take the scrape class's); monitors' endpoints
+	// reject it in their own validation.
+	if a.Credentials != nil {
+		if err := a.Validate(); err != nil {
+			return nil, invalidf("authorization: %w", err)
+		}
 	}
 	out := &authz{typ: a.Type}
 	if a.Credentials != nil {

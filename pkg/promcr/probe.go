@@ -26,9 +26,6 @@ func (g *generator) probe(m *monitoringv1.Probe) ([]yaml.MapSlice, error) {
 	if err := validateProberURL(m.Spec.ProberSpec.URL); err != nil {
 		return nil, invalidf("prober url %q must be hostname or hostname:port: %w", m.Spec.ProberSpec.URL, err)
 	}
-	if err := m.Spec.HTTPConfig.HTTPConfigWithoutTLS.Validate(); err != nil {
-		return nil, invalidf("%w", err)
-	}
 	s := store{ns: m.Namespace, g: g.secrets}
 
 	cfg := yaml.MapSlice{item("job_name", fmt.Sprintf("probe/%s/%s", m.Namespace, m.Name))}

@@ -3,7 +3,6 @@ package promcr
 import (
 	"context"
 	"errors"
-	"fmt"
 	"sync"
 
 	corev1 "k8s.io/api/core/v1"
@@ -53,7 +52,7 @@ func (a *APISecrets) Secret(namespace, name, key string) (string, error) {
 		var err error
 		s, err = a.client.CoreV1().Secrets(namespace).Get(a.ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return "", a.fail(id, fmt.Errorf("get secret %s/%s: %w", namespace, name, err))
+			return "", a.fail(id, err)
 		}
 		a.secrets[id] = s
 	}
@@ -63,7 +62,7 @@ func (a *APISecrets) Secret(namespace, name, key string) (string, error) {
 	if v, ok := s.StringData[key]; ok {
 		return v, nil
 	}
-	return "", fmt.Errorf("secret %s/%s: %w: %q", namespace, name, ErrKeyNotFound, key)
+	return "", ErrKeyNotFound
 }
 
 // ConfigMap returns the value of key in the ConfigMap namespace/name.
@@ -79,7 +78,7 @@ func (a *APISecrets) ConfigMap(namespace, name, key string) (string, error) {
 		var err error
 		cm, err = a.client.CoreV1().ConfigMaps(namespace).Get(a.ctx, name, metav1.GetOptions{})
 		if err != nil {
-			return "", a.fail(id, fmt.Errorf("get configmap %s/%s: %w", namespace, name, err))
+			return "", a.fail(id, err)
 		}
 		a.cms[id] = cm
 	}
@@ -89,7 +88,7 @@ func (a *APISecrets) ConfigMap(namespace, name, key string) (string, error) {
 	if v, ok := cm.BinaryData[key]; ok {
 		return string(v), nil
 	}
-	return "", fmt.Errorf("configmap %s/%s: %w: %q", namespace, name, ErrKeyNotFound, key)
+	return "", ErrKeyNotFound
 }
 
 // fail remembers a failed read. Not found and forbidden are answers about

@@ -18,9 +18,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	coreinformers "k8s.io/client-go/informers/core/v1"
@@ -439,11 +439,18 @@ func decode(kind string, u *unstructured.Unstructured) (any, error) {
 	return nil, fmt.Errorf("unknown kind %s", kind)
 }
 
-// decodeAs converts with the API machinery's converter, which, like the
-// API server, ignores fields the type does not know (a newer CRD).
+// decodeAs decodes through JSON as client-go's typed clients (and so
+// Prometheus Operator) do: case-sensitive, unknown fields (a newer CRD)
+// ignored, and Go's rules for fields that embedded structs repeat (a
+// Probe's spec.authorization) rather than runtime.DefaultUnstructuredConverter's,
+// which fills every field of that name.
 func decodeAs[T any](u *unstructured.Unstructured) (*T, error) {
+	b, err := u.MarshalJSON()
+	if err != nil {
+		return nil, err
+	}
 	var out T
-	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.UnstructuredContent(), &out); err != nil {
+	if err := utiljson.Unmarshal(b, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

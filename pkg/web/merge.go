@@ -31,6 +31,9 @@ func Merge(catalog Targets, owned ...Targets) Targets {
 			if len(a.DiscoveredLabels) == 0 {
 				a.DiscoveredLabels = c.DiscoveredLabels
 			}
+			if a.ScrapeInterval == "" {
+				a.ScrapeInterval, a.ScrapeTimeout = c.ScrapeInterval, c.ScrapeTimeout
+			}
 			out.ActiveTargets = append(out.ActiveTargets, a)
 			seen[c.ID] = true
 			continue

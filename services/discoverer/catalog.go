@@ -284,6 +284,15 @@ func (c *catalog) build(j *jobState, tg *targetgroup.Group) *group {
 			g.dropped = append(g.dropped, droppedRef{idx: int32(i), reason: ReasonRelabelDropped})
 		default:
 			id := c.targetID(j.name, lset)
+			// Receivers reject what events.Target.Validate rejects (e.g. a
+			// UTF-8 label name Prometheus accepts), and the publisher
+			// refuses a whole batch for one such target: keep it out of
+			// the catalog, and say why.
+			ev := events.Target{V: events.Version, ID: formatID(id), Job: j.name, Labels: c.idInput}
+			if err := ev.Validate(); err != nil {
+				g.dropped = append(g.dropped, droppedRef{idx: int32(i), reason: "not publishable: " + err.Error()})
+				continue
+			}
 			g.kept = append(g.kept, keptRef{id: id, idx: int32(i)})
 			c.ref(j, id, lset)
 		}
@@ -575,6 +584,7 @@ func (c *catalog) counts(job string) (active, dropped int, ok bool) {
 func (c *catalog) list() (active []TargetInfo, dropped []DroppedTarget) {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
+	active, dropped = []TargetInfo{}, []DroppedTarget{}
 	lb := labels.NewBuilder(labels.EmptyLabels())
 	discovered := func(j *jobState, tg *targetgroup.Group, idx int32) map[string]string {
 		scrape.PopulateDiscoveredLabels(lb, j.cfg, tg.Targets[idx], tg.Labels)

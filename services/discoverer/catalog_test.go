@@ -142,6 +142,14 @@ func TestRelabel(t *testing.T) {
 			want:  want{dropped: map[string]string{"h1:80": "error parsing scrape interval"}},
 		},
 		{
+			name: "a label name receivers reject: dropped, not published",
+			relabel: `
+      - target_label: team.name
+        replacement: x`,
+			group: tg("g", nil, addr("h1:80")),
+			want:  want{dropped: map[string]string{"h1:80": "not publishable: events: invalid target: labels: invalid label name \"team.name\""}},
+		},
+		{
 			name: "param and scheme from labels",
 			relabel: `
       - target_label: __param_module

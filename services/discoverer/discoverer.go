@@ -142,8 +142,10 @@ type Discoverer struct {
 }
 
 // New builds a discoverer. It registers its metrics and the SD metrics on
-// reg (nil: not exported). Discovery starts with the first ApplyConfig;
-// campaigning and publishing with Run.
+// reg (nil: not exported), so it is built once per registry. Discovery
+// starts with the first ApplyConfig, campaigning and publishing with Run;
+// everything stops when Run returns, so a discoverer that was configured
+// must be run.
 //
 // New sets github.com/prometheus/common/config.MarshalSecretValue for the
 // whole process: see the package documentation.
@@ -176,8 +178,12 @@ func New(cfg Config, etcd *clientv3.Client, js jetstream.JetStream, reg promethe
 	if err != nil {
 		return nil, fmt.Errorf("discoverer: %w", err)
 	}
+	// The Manager's ctx is ours, not Run's: ApplyConfig may start
+	// providers before Run. Run cancels it when it returns. No short
+	// Updatert: updates do not go through the Manager (see tap), which
+	// only ever sends empty target sets.
 	mctx, mcancel := context.WithCancel(context.Background())
-	mgr := discovery.NewManager(mctx, logger, sdReg, sdMetrics, discovery.Name("allot"), discovery.Updatert(100*time.Millisecond))
+	mgr := discovery.NewManager(mctx, logger, sdReg, sdMetrics, discovery.Name("allot"))
 	if mgr == nil {
 		mcancel()
 		return nil, errors.New("discoverer: cannot create discovery manager (metrics already registered?)")

@@ -28,7 +28,14 @@
 // publishes. The others run discovery and relabelling as hot standbys.
 // A new leader first compares the buckets with its catalog
 // (Publisher.Snapshot, comparing value hashes) and fixes every difference,
-// then publishes changes as they come. Losing the election session cancels
+// then publishes changes as they come. Because that comparison deletes
+// whatever the catalog lacks, it waits until discovery has settled: every
+// SD provider has reported and nothing has changed for a moment, or
+// Config.SyncTimeout has passed since the first config. A standby that
+// takes over has settled long before; a restarted discoverer does not
+// delete targets its SDs have not found again yet. Likewise, when a reload
+// replaces a job's SD provider, the old one's targets stay until the new
+// one has reported, so targets both find are never deleted and put again. Losing the election session cancels
 // any publish in flight and the discoverer campaigns again. A publish
 // failure (NATS down) is retried with backoff and followed by a full
 // reconciliation, as is a NATS reconnection.

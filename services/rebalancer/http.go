@@ -3,7 +3,9 @@ package rebalancer
 import (
 	"encoding/json"
 	"errors"
+	"math"
 	"net/http"
+	"strconv"
 )
 
 // Handler serves the rebalancer's API:
@@ -11,6 +13,7 @@ import (
 //	POST   /api/v1/drain?scraper=ID   mark a scraper for draining
 //	DELETE /api/v1/drain?scraper=ID   end draining
 //	GET    /api/v1/cluster            Status as JSON
+//	GET    /cluster                   the same as an HTML page
 //
 // Drain requests work on any replica: the mark is stored in etcd.
 func (r *Rebalancer) Handler() http.Handler {
@@ -24,6 +27,7 @@ func (r *Rebalancer) Handler() http.Handler {
 	mux.HandleFunc("GET /api/v1/cluster", func(w http.ResponseWriter, req *http.Request) {
 		writeJSON(w, http.StatusOK, r.Status())
 	})
+	mux.HandleFunc("GET /cluster", r.serveClusterPage)
 	return mux
 }
 
@@ -66,4 +70,9 @@ func writeJSON(w http.ResponseWriter, code int, v any) {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	_ = enc.Encode(v) // the client went away; nothing to do
+}
+
+// fmtFloat prints a float with at most two decimals and no trailing zeros.
+func fmtFloat(v float64) string {
+	return strconv.FormatFloat(math.Round(v*100)/100, 'f', -1, 64)
 }

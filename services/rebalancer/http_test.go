@@ -3,6 +3,7 @@ package rebalancer
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"testing"
@@ -39,6 +40,7 @@ func TestHandler(t *testing.T) {
 		{"undrain", http.MethodDelete, "/api/v1/drain?scraper=a", http.StatusOK, false},
 		{"undrain again", http.MethodDelete, "/api/v1/drain?scraper=a", http.StatusOK, false},
 		{"cluster", http.MethodGet, "/api/v1/cluster", http.StatusOK, false},
+		{"cluster page", http.MethodGet, "/cluster", http.StatusOK, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			req, err := http.NewRequest(tc.method, srv.URL+tc.path, nil)
@@ -53,6 +55,12 @@ func TestHandler(t *testing.T) {
 				require.NoError(t, json.NewDecoder(resp.Body).Decode(&st))
 				require.Equal(t, "r1", st.ID)
 				require.False(t, st.IsLeader)
+			}
+			if tc.path == "/cluster" {
+				body, err := io.ReadAll(resp.Body)
+				require.NoError(t, err)
+				require.Contains(t, resp.Header.Get("Content-Type"), "text/html")
+				require.Contains(t, string(body), "Rebalancer <b>r1</b>")
 			}
 		})
 	}

@@ -127,11 +127,14 @@ func (m *modelRun) randomScraper(pred func(*simScraper) bool) *simScraper {
 	return cands[m.rng.IntN(len(cands))]
 }
 
+// step does one random operation. Failures are rare enough (a scraper
+// lives for about a hundred steps) that a scraper which failed to drop a
+// belief would keep it for longer than a TTL and fail the check.
 func (m *modelRun) step(ctx context.Context) {
 	m.expireMoves(ctx)
 	alive := func(sc *simScraper) bool { return sc.alive() }
-	switch p := m.rng.IntN(100); {
-	case p < 45: // move a random target to a random other live scraper
+	switch p := m.rng.IntN(1000); {
+	case p < 500: // move a random target to a random other live scraper
 		claims := m.c.claims(ctx, m.cli)
 		target := m.c.targets[m.rng.IntN(len(m.c.targets))]
 		cl, ok := claims[target]
@@ -147,42 +150,42 @@ func (m *modelRun) step(ctx context.Context) {
 		} else {
 			m.ops["move-refused"]++
 		}
-	case p < 52: // abort a random pending move early
+	case p < 580: // abort a random pending move early
 		for target := range m.moves {
 			require.NoError(m.t, leases.AbortMove(ctx, m.cli, m.c.ks, target))
 			delete(m.moves, target)
 			m.ops["abort"]++
 			break
 		}
-	case p < 60: // a scraper releases a target
+	case p < 660: // a scraper releases a target
 		if sc := m.randomScraper(alive); sc != nil {
 			if ts := sc.ownedTargets(); len(ts) > 0 {
 				_ = sc.release(ctx, ts[m.rng.IntN(len(ts))])
 				m.ops["release"]++
 			}
 		}
-	case p < 64: // crash: the lease expires after the TTL
+	case p < 675: // crash: the lease expires after the TTL
 		if sc := m.randomScraper(alive); sc != nil {
 			sc.crash()
 			m.ops["crash"]++
 		}
-	case p < 67: // partition: keeps believing until its local deadline
+	case p < 685: // partition: keeps believing until its local deadline
 		if sc := m.randomScraper(alive); sc != nil {
 			sc.partition()
 			m.ops["partition"]++
 		}
-	case p < 70: // graceful stop: claims freed at once
+	case p < 695: // graceful stop: claims freed at once
 		if sc := m.randomScraper(alive); sc != nil {
 			sc.leave()
 			m.ops["leave"]++
 		}
-	case p < 82: // restart a stopped or partitioned scraper
+	case p < 760: // restart a stopped or partitioned scraper
 		if sc := m.randomScraper(func(sc *simScraper) bool { return !sc.alive() }); sc != nil {
 			sc.crash()
 			require.NoError(m.t, sc.start())
 			m.ops["restart"]++
 		}
-	case p < 85: // the mover crashes with its moves pending; a new one starts
+	case p < 780: // the mover crashes with its moves pending; a new one starts
 		m.mover.Orphan()
 		m.newMover(ctx)
 		m.ops["mover-crash"]++

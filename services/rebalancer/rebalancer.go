@@ -97,11 +97,11 @@ func (r *Rebalancer) Unregister() { r.metrics.unregister() }
 //   - A destination that has prepared for a vanished move drops its
 //     preparation when it sees the move key deleted.
 //
-// So a new leader starts from whatever claims exist. It still lists moves/
-// and adopts what it finds (keeping their deadlines, aborting expired ones)
-// for moves written by a leader that gave up leadership without losing its
-// lease, which this implementation never does but an operator deleting the
-// election key would cause.
+// So a new leader starts from whatever claims exist. A leader whose
+// election key is deleted by hand steps down at once (and revokes). A new
+// leader still lists moves/ and adopts what it finds (keeping their
+// deadlines, aborting expired ones): moves of a leader that stepped down
+// but could not revoke, whose lease then lives up to one TTL longer.
 func (r *Rebalancer) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return errors.New("rebalancer: already running")
@@ -152,9 +152,10 @@ func (r *Rebalancer) candidate(ctx context.Context) error {
 	stop := context.AfterFunc(s.Ctx(), cancel)
 	defer stop()
 
-	// concurrency.Session only lends the lease to the election here: it
-	// renews it too (harmlessly), but we never Close it, which would revoke
-	// behind the leases.Session's back.
+	// concurrency.Session only lends the lease to the election here. It
+	// renews the lease too, which is harmless: it stops with cctx, that is
+	// as soon as the leases.Session ends. It is never Closed, which would
+	// revoke behind the leases.Session's back.
 	cs, err := concurrency.NewSession(r.etcd, concurrency.WithLease(s.Lease()), concurrency.WithContext(cctx))
 	if err != nil {
 		return fmt.Errorf("election session: %w", err)
@@ -182,7 +183,7 @@ func (r *Rebalancer) candidate(ctx context.Context) error {
 	r.setLeader(true, r.cfg.ID)
 	defer r.setLeader(false, "")
 
-	err = newTerm(r, s).run(cctx)
+	err = newTerm(r, s, el.Key(), el.Rev()).run(cctx)
 	if ctx.Err() != nil {
 		return nil
 	}
@@ -207,8 +208,14 @@ func (r *Rebalancer) standby(ctx context.Context, el *concurrency.Election) {
 			if !ok {
 				return
 			}
-			if len(resp.Kvs) > 0 {
-				r.setLeaderID(string(resp.Kvs[0].Value))
+			if len(resp.Kvs) == 0 {
+				continue
+			}
+			kv := resp.Kvs[0]
+			// Observe may still deliver the leader before us after we were
+			// elected: only a key at least as new as ours names the leader.
+			if !r.IsLeader() || kv.CreateRevision >= el.Rev() {
+				r.setLeaderID(string(kv.Value))
 			}
 		case <-tick.C:
 			r.refreshStandby(ctx)

@@ -3,6 +3,7 @@ package rebalancer
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/require"
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/allot-dev/allot/pkg/leases"
@@ -203,6 +205,18 @@ func TestDrain(t *testing.T) {
 	t.Logf("drained: owned %v", countOwned(c.claims(ctx, cli)))
 	st := r.Status()
 	require.Equal(t, []string{"c"}, st.Draining)
+	require.True(t, st.IsLeader)
+	require.Len(t, st.Scrapers, 3)
+	for _, sc := range st.Scrapers {
+		require.Equal(t, sc.ID == "c", sc.Draining, "%+v", sc)
+	}
+	page, err := http.Get(srv.URL + "/cluster")
+	require.NoError(t, err)
+	body, err := io.ReadAll(page.Body)
+	page.Body.Close()
+	require.NoError(t, err)
+	require.Contains(t, string(body), "(leader)")
+	require.Contains(t, string(body), "<td>yes</td>", "c shown as draining")
 
 	// Still drained a few evaluations later: nothing is moved back.
 	evals := testutil.ToFloat64(r.metrics.evaluations)
@@ -398,4 +412,43 @@ func TestAdoptsMovesOfPreviousLeader(t *testing.T) {
 	})
 	require.False(t, time.Now().Before(m.Deadline), "aborted before its deadline")
 	require.Equal(t, claims, c.claims(ctx, cli))
+}
+
+// A leader whose election key is deleted behind its back steps down (its
+// lease, and every move on it, is revoked) and campaigns again.
+func TestStepsDownWhenElectionKeyDeleted(t *testing.T) {
+	ctx := context.Background()
+	c := newTestCluster(t, 0, 6)
+	cli := c.client()
+	r, _, _ := c.runRebalancer(c.testConfig("r1"), nil)
+	electionKey := func() (*mvccpb.KeyValue, error) {
+		resp, err := cli.Get(ctx, c.ks.Election(electionName)+"/", clientv3.WithPrefix())
+		if err != nil {
+			return nil, err
+		}
+		if len(resp.Kvs) != 1 || !r.IsLeader() {
+			return nil, fmt.Errorf("%d election keys, leader: %v", len(resp.Kvs), r.IsLeader())
+		}
+		return resp.Kvs[0], nil
+	}
+	var first *mvccpb.KeyValue
+	waitFor(t, 10*time.Second, "r1 leads", func() (err error) {
+		first, err = electionKey()
+		return err
+	})
+	_, err := cli.Delete(ctx, string(first.Key))
+	require.NoError(t, err)
+	waitFor(t, 10*time.Second, "r1 leads again on a new lease", func() error {
+		kv, err := electionKey()
+		if err != nil {
+			return err
+		}
+		if kv.Lease == first.Lease {
+			return fmt.Errorf("still on lease %x", kv.Lease)
+		}
+		return nil
+	})
+	ttl, err := cli.TimeToLive(ctx, clientv3.LeaseID(first.Lease))
+	require.NoError(t, err)
+	require.LessOrEqual(t, ttl.TTL, int64(0), "the old lease was revoked")
 }

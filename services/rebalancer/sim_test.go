@@ -213,6 +213,7 @@ func (sc *simScraper) follow(ctx context.Context, events <-chan leases.Event) {
 				go func() { defer sc.wg.Done(); sc.takeOver(ctx, ev.Move) }()
 			}
 		case leases.MoveEnded:
+			sc.recheck(ctx, ev.Target)
 		case leases.ClaimDeleted:
 			sc.mu.Lock()
 			if cl, ok := sc.owned[ev.Target]; ok && cl.Epoch < ev.Revision {

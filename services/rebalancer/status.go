@@ -23,8 +23,8 @@ type Status struct {
 	Scrapers []ScraperStatus `json:"scrapers"`
 	// Targets is the number of claimed targets.
 	Targets int `json:"targets"`
-	// BalanceRatio is busiest/mean by series, ByCountRatio by target count
-	// (both weighted by the scrapers' capacity).
+	// BalanceRatio is busiest/mean by series (as in ScraperStatus.Series),
+	// ByCountRatio by target count (both per unit of capacity weight).
 	BalanceRatio float64 `json:"balance_ratio"`
 	ByCountRatio float64 `json:"by_count_ratio"`
 	// Recommended is the number of scrapers the current series call for.
@@ -46,8 +46,9 @@ type ScraperStatus struct {
 	Zone     string  `json:"zone,omitempty"`
 	Weight   float64 `json:"weight"`
 	Draining bool    `json:"draining"`
-	// Targets and Series are what it owns by its claims (on a standby: what
-	// its last load report says).
+	// Targets is what it owns by its claims; Series is its last report's
+	// series per target times that (on a standby: what its last load
+	// report says).
 	Targets int     `json:"targets"`
 	Series  float64 `json:"series"`
 	// Load is its last load report, if any.

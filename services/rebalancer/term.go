@@ -41,6 +41,10 @@ type term struct {
 	ks     leases.Keyspace
 	logger *slog.Logger
 	lim    *rate.Limiter
+	// electionKey is this leader's key in the election, created at
+	// electionRev.
+	electionKey string
+	electionRev int64
 
 	members     map[string]leases.Member
 	haveMembers bool
@@ -49,6 +53,8 @@ type term struct {
 	// the revision the watch has delivered up to.
 	claims    map[string]leases.Claim
 	claimsRev int64
+	// ownedCount is the number of claims per owner, kept with claims.
+	ownedCount map[string]int
 
 	pending map[string]*pendingMove // started or starting, not yet finished; by target
 	queue   []queuedMove            // planned, not yet started
@@ -62,21 +68,25 @@ type term struct {
 	results chan func()
 }
 
-func newTerm(r *Rebalancer, s *leases.Session) *term {
+func newTerm(r *Rebalancer, s *leases.Session, electionKey string, electionRev int64) *term {
 	burst := max(1, int(math.Ceil(r.cfg.MovesPerSecond)))
 	return &term{
-		r:       r,
-		cfg:     r.cfg,
-		s:       s,
-		cli:     r.etcd,
-		ks:      r.cfg.Keyspace,
-		logger:  r.logger.With("lease", fmt.Sprintf("%x", int64(s.Lease()))),
-		lim:     rate.NewLimiter(rate.Limit(r.cfg.MovesPerSecond), burst),
-		drains:  map[string]bool{},
-		claims:  map[string]leases.Claim{},
-		pending: map[string]*pendingMove{},
-		sem:     make(chan struct{}, maxOps),
-		results: make(chan func()),
+		r:      r,
+		cfg:    r.cfg,
+		s:      s,
+		cli:    r.etcd,
+		ks:     r.cfg.Keyspace,
+		logger: r.logger.With("lease", fmt.Sprintf("%x", int64(s.Lease()))),
+		lim:    rate.NewLimiter(rate.Limit(r.cfg.MovesPerSecond), burst),
+
+		electionKey: electionKey,
+		electionRev: electionRev,
+		drains:      map[string]bool{},
+		claims:      map[string]leases.Claim{},
+		ownedCount:  map[string]int{},
+		pending:     map[string]*pendingMove{},
+		sem:         make(chan struct{}, maxOps),
+		results:     make(chan func()),
 	}
 }
 
@@ -105,6 +115,11 @@ func (t *term) run(ctx context.Context) error {
 		return err
 	}
 	membersCh := leases.WatchMembers(ctx, t.cli, t.ks, t.logger)
+	// Leadership ends with the election key. It is on our lease, so it
+	// normally goes with the session; deleted by hand, it would leave two
+	// leaders. From the key's creation on, so no deletion is missed.
+	elected := t.cli.Watch(clientv3.WithRequireLeader(ctx), t.electionKey,
+		clientv3.WithRev(t.electionRev+1), clientv3.WithFilterPut())
 
 	tick := time.NewTicker(t.cfg.Interval)
 	defer tick.Stop()
@@ -118,6 +133,20 @@ func (t *term) run(ctx context.Context) error {
 			return nil
 		case f := <-t.results:
 			f()
+		case resp, ok := <-elected:
+			if err := watchErr(resp, ok); err != nil {
+				t.logger.Warn("election key watch failed; restarting", "err", err)
+				gone, rev, err := t.electionKeyGone(ctx)
+				if err != nil || gone {
+					return errors.Join(errDeposed, err)
+				}
+				elected = t.cli.Watch(clientv3.WithRequireLeader(ctx), t.electionKey,
+					clientv3.WithRev(rev+1), clientv3.WithFilterPut())
+				continue
+			}
+			if len(resp.Events) > 0 {
+				return errDeposed
+			}
 		case ms, ok := <-membersCh:
 			if !ok {
 				return nil // ctx ended
@@ -171,6 +200,20 @@ func (t *term) run(ctx context.Context) error {
 		case <-wake.C:
 		}
 	}
+}
+
+// errDeposed ends a term whose election key was deleted.
+var errDeposed = errors.New("rebalancer: election key deleted; stepping down")
+
+// electionKeyGone reads whether the election key is still this term's, and
+// the revision read at.
+func (t *term) electionKeyGone(ctx context.Context) (bool, int64, error) {
+	resp, err := t.cli.Get(ctx, t.electionKey, clientv3.WithKeysOnly())
+	if err != nil {
+		return false, 0, fmt.Errorf("read election key: %w", err)
+	}
+	gone := len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != t.electionRev
+	return gone, resp.Header.Revision, nil
 }
 
 // step does whatever is due (an evaluation, aborting expired moves,
@@ -278,6 +321,10 @@ func (t *term) listClaims(ctx context.Context) (clientv3.WatchChan, error) {
 		return nil, err
 	}
 	t.claims, t.claimsRev = claims, rev
+	clear(t.ownedCount)
+	for _, cl := range claims {
+		t.ownedCount[cl.Owner]++
+	}
 	return t.cli.Watch(clientv3.WithRequireLeader(ctx), t.ks.Claims(), clientv3.WithPrefix(),
 		clientv3.WithRev(rev+1)), nil
 }
@@ -290,7 +337,7 @@ func (t *term) applyClaims(evs []*clientv3.Event) {
 			continue // finish already applied a newer state
 		}
 		if ev.Type == clientv3.EventTypeDelete {
-			delete(t.claims, target)
+			t.removeClaim(target)
 			continue
 		}
 		t.putClaim(target, ev.Kv)
@@ -301,10 +348,23 @@ func (t *term) putClaim(target string, kv *mvccpb.KeyValue) {
 	var v leases.ClaimValue
 	if err := json.Unmarshal(kv.Value, &v); err != nil {
 		t.logger.Warn("skipping undecodable claim", "target", target, "err", err)
-		delete(t.claims, target)
+		t.removeClaim(target)
 		return
 	}
+	t.removeClaim(target)
 	t.claims[target] = leases.Claim{Target: target, Owner: v.Owner, Epoch: kv.ModRevision, Lease: clientv3.LeaseID(kv.Lease)}
+	t.ownedCount[v.Owner]++
+}
+
+func (t *term) removeClaim(target string) {
+	cl, ok := t.claims[target]
+	if !ok {
+		return
+	}
+	delete(t.claims, target)
+	if t.ownedCount[cl.Owner]--; t.ownedCount[cl.Owner] <= 0 {
+		delete(t.ownedCount, cl.Owner)
+	}
 }
 
 // watchDrains reads the drain marks and watches them from there.

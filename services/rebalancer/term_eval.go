@@ -35,17 +35,23 @@ func (t *term) startEvaluation(ctx context.Context) {
 // evaluate measures the cluster, publishes the measurement and, if the last
 // plan is finished and the cluster is out of balance or a scraper drains,
 // plans the next moves (if plan).
+//
+// The measurement is cheap, O(members): targets per member come from the
+// claim counts kept with the claim watch, series from each member's last
+// report, scaled to the targets it owns now. Only when that says a plan may
+// be needed is the full view built, O(targets), from every claim and the
+// per-target series, and checked again before planning. So a balanced
+// cluster of 800k targets costs next to nothing per interval.
 func (t *term) evaluate(ctx context.Context, loads map[string]leases.Load, plan bool) {
 	t.r.metrics.evaluations.Inc()
 	t.abortStale(ctx)
 
-	c, owned := t.cluster(loads)
-	stats := placement.Measure(c)
-	recommended := placement.Recommend(c, t.cfg.SeriesPerScraper)
+	members, owned := t.summary(loads)
+	stats, recommended := t.measure(members, owned)
 	t.r.metrics.balanceRatio.Set(stats.Ratio)
 	t.r.metrics.balanceRatioByCount.Set(stats.ByCountRatio)
 	t.r.metrics.recommended.Set(float64(recommended))
-	t.publishStatus(c, owned, loads, stats, recommended)
+	t.publishStatus(owned, loads, stats, recommended)
 
 	if !plan || len(t.pending) > 0 || len(t.queue) > 0 {
 		return // hysteresis: never plan over an unfinished plan
@@ -56,8 +62,12 @@ func (t *term) evaluate(ctx context.Context, loads map[string]leases.Load, plan 
 			draining = true
 		}
 	}
-	if !draining && !t.outOfBalance(c.Members, owned) {
+	if !draining && !t.outOfBalance(members, owned) {
 		return
+	}
+	c, exact := t.cluster(loads)
+	if !draining && !t.outOfBalance(c.Members, exact) {
+		return // the reports lag the claims: balanced after all
 	}
 	start := time.Now()
 	moves := placement.Plan(c, t.memberDrains(), placement.PlanConfig{
@@ -80,6 +90,63 @@ func (t *term) evaluate(ctx context.Context, loads map[string]leases.Load, plan 
 		}
 		t.queue = append(t.queue, queuedMove{Move: m, epoch: t.claims[m.Target].Epoch})
 	}
+}
+
+// summary is the cheap view of the cluster: the live members and, per
+// member, the targets it owns by claim and its series estimated from its
+// last report (the report's series per target times the targets owned now;
+// without a usable report, the mean over all reports, or 1 per target).
+func (t *term) summary(loads map[string]leases.Load) ([]placement.Member, map[string]*memberLoad) {
+	var series, targets float64
+	for _, l := range loads {
+		if l.Targets > 0 && l.Series > 0 {
+			series += float64(l.Series)
+			targets += float64(l.Targets)
+		}
+	}
+	mean := 1.0
+	if targets > 0 {
+		mean = series / targets
+	}
+	ids := sortedKeys(t.members)
+	members := make([]placement.Member, 0, len(ids))
+	owned := make(map[string]*memberLoad, len(ids))
+	for _, id := range ids {
+		m := t.members[id]
+		members = append(members, placement.Member{ID: m.ID, Weight: m.Weight, Zone: m.Zone})
+		n := t.ownedCount[id]
+		perTarget := mean
+		if l, ok := loads[id]; ok && l.Targets > 0 && l.Series > 0 {
+			perTarget = float64(l.Series) / float64(l.Targets)
+		}
+		owned[id] = &memberLoad{targets: n, series: float64(n) * perTarget}
+	}
+	return members, owned
+}
+
+// measure computes the balance and the recommendation from the summary:
+// placement.Measure and Recommend over one stand-in target per member
+// carrying its series, and the count ratio from the claim counts.
+func (t *term) measure(members []placement.Member, owned map[string]*memberLoad) (placement.Stats, int) {
+	c := placement.Cluster{Members: members, Targets: make([]placement.Target, 0, len(members))}
+	var count, wsum, busiest float64
+	for _, m := range members {
+		ml := owned[m.ID]
+		c.Targets = append(c.Targets, placement.Target{ID: "member/" + m.ID, Owner: m.ID, Series: ml.series})
+		w := m.Weight
+		if w <= 0 {
+			w = 1
+		}
+		count += float64(ml.targets)
+		wsum += w
+		busiest = max(busiest, float64(ml.targets)/w)
+	}
+	st := placement.Measure(c)
+	st.ByCountRatio = 1
+	if count > 0 {
+		st.ByCountRatio = busiest / (count / wsum)
+	}
+	return st, placement.Recommend(c, t.cfg.SeriesPerScraper)
 }
 
 // outOfBalance says whether the busiest member is above mean×(1+Tolerance)
@@ -208,8 +275,9 @@ func (t *term) cluster(loads map[string]leases.Load) (placement.Cluster, map[str
 	return c, owned
 }
 
-func (t *term) publishStatus(c placement.Cluster, owned map[string]*memberLoad, loads map[string]leases.Load, stats placement.Stats, recommended int) {
-	scrapers := make([]ScraperStatus, 0, len(c.Members))
+func (t *term) publishStatus(owned map[string]*memberLoad, loads map[string]leases.Load, stats placement.Stats, recommended int) {
+	scrapers := make([]ScraperStatus, 0, len(t.members))
+	targets := 0
 	for _, id := range sortedKeys(t.members) {
 		st := scraperStatus(t.members[id], t.drains[id])
 		if l, ok := loads[id]; ok {
@@ -217,6 +285,7 @@ func (t *term) publishStatus(c placement.Cluster, owned map[string]*memberLoad, 
 		}
 		if ml := owned[id]; ml != nil {
 			st.Targets, st.Series = ml.targets, ml.series
+			targets += ml.targets
 		}
 		scrapers = append(scrapers, st)
 	}
@@ -225,7 +294,7 @@ func (t *term) publishStatus(c placement.Cluster, owned map[string]*memberLoad, 
 	defer r.mu.Unlock()
 	r.status.Updated = time.Now()
 	r.status.Scrapers = scrapers
-	r.status.Targets = len(c.Targets)
+	r.status.Targets = targets
 	r.status.BalanceRatio = stats.Ratio
 	r.status.ByCountRatio = stats.ByCountRatio
 	r.status.Recommended = recommended

@@ -45,9 +45,12 @@ func (s *Scraper) onSessionLost(gen uint64) {
 	s.viewMu.Lock()
 	clear(s.view)
 	s.viewMu.Unlock()
+	// Stop the loops now, not after coalescing with whatever comes next.
+	a.dirty, a.dirtySince = true, time.Time{}
 }
 
-// ctx ends with the session.
+// onClaimEvent handles a claim deletion or a move seen by session gen's
+// watch; ctx ends with that session.
 func (s *Scraper) onClaimEvent(ctx context.Context, gen uint64, ev leases.Event) {
 	a := &s.a
 	if gen != a.gen {

@@ -1,0 +1,477 @@
+package targetallocator
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	promconfig "github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/discovery"
+	promhttp "github.com/prometheus/prometheus/discovery/http"
+	"github.com/stretchr/testify/require"
+	"go.yaml.in/yaml/v2"
+
+	"github.com/allot-dev/allot/pkg/events"
+	"github.com/allot-dev/allot/pkg/leases"
+)
+
+var jobNames = []string{"node", "job/with space", "api"}
+
+// pollAll polls like running collectors do: one /scrape_configs sync and
+// one HTTP SD refresh each, concurrently.
+func pollAll(t *testing.T, cs ...*otelCollector) {
+	t.Helper()
+	var wg sync.WaitGroup
+	for _, c := range cs {
+		wg.Go(func() {
+			if err := c.sync(); err != nil {
+				t.Logf("collector %s: scrape configs: %v", c.id, err)
+				return
+			}
+			if err := c.refresh(t.Context()); err != nil {
+				t.Logf("collector %s: refresh: %v", c.id, err)
+			}
+		})
+	}
+	wg.Wait()
+}
+
+func TestCollectorsShareTargetsAndTakeOverWhenOneStops(t *testing.T) {
+	e := newEnv(t)
+	want := e.publish(t, 20, jobNames...)
+	api, srv := e.start(t, Config{CollectorTTL: 2 * time.Second, Settle: 300 * time.Millisecond})
+
+	cs := []*otelCollector{
+		newCollector(srv.URL, "collector-0", nil),
+		newCollector(srv.URL, "collector-1", nil),
+		newCollector(srv.URL, "collector-2", nil),
+	}
+	// Collectors that start together split the targets on their first
+	// polls: the first poll of each waits for the round that claims for it.
+	pollAll(t, cs...)
+	ok, why := coverage(want, cs...)
+	require.True(t, ok, "after the first polls: %s", why)
+	for _, c := range cs {
+		n := len(c.owned())
+		require.NotZero(t, n, "collector %s got nothing", c.id)
+		t.Logf("collector %s owns %d of %d targets", c.id, n, len(want))
+	}
+	require.Len(t, api.Collectors(), 3)
+	members, _, err := leases.ListMembers(t.Context(), e.etcd, e.ks)
+	require.NoError(t, err)
+	require.Len(t, members, 3)
+	for _, m := range members {
+		require.Equal(t, leases.KindCollector, m.Kind, "member %s", m.ID)
+	}
+
+	// collector-2 stops polling; the other two go on every 250 ms.
+	const poll = 250 * time.Millisecond
+	stopped := time.Now()
+	require.Eventually(t, func() bool {
+		pollAll(t, cs[:2]...)
+		ok, _ := coverage(want, cs[:2]...)
+		return ok
+	}, waitFor, poll, "collector-2's targets never reached the others")
+	handoff := time.Since(stopped)
+	t.Logf("collector-2 stopped polling; its targets were with the others %s later (TTL 2s, polls every %s)", handoff.Round(time.Millisecond), poll)
+	require.Less(t, handoff, 2*time.Second+10*poll+5*time.Second, "hand-off took longer than the TTL and a few polls")
+
+	members, _, err = leases.ListMembers(t.Context(), e.etcd, e.ks)
+	require.NoError(t, err)
+	require.Len(t, members, 2, "collector-2's member entry must be gone")
+	claims, _, err := leases.ListClaims(t.Context(), e.etcd, e.ks)
+	require.NoError(t, err)
+	for _, cl := range claims {
+		require.NotEqual(t, "collector-2", cl.Owner)
+	}
+}
+
+func TestFirstPollAnswersTheCollectorsShare(t *testing.T) {
+	e := newEnv(t)
+	want := e.publish(t, 15, jobNames...)
+	_, srv := e.start(t, Config{})
+	c := newCollector(srv.URL, "only", nil)
+	require.NoError(t, c.sync())
+	// One collector, no scrapers: it is preferred for every slot, and its
+	// very first answer must carry all of it.
+	require.NoError(t, c.refresh(t.Context()))
+	ok, why := coverage(want, c)
+	require.True(t, ok, why)
+}
+
+func TestScrapeConfigs(t *testing.T) {
+	e := newEnv(t)
+	e.publish(t, 2, jobNames...)
+	api, srv := e.start(t, Config{})
+	tlsSrv := httptest.NewUnstartedServer(api.Handler())
+	tlsSrv.StartTLS()
+	t.Cleanup(tlsSrv.Close)
+
+	for _, tc := range []struct {
+		name       string
+		endpoint   string
+		client     *http.Client
+		wantSecret bool
+	}{
+		{"plain HTTP redacts secrets", srv.URL, http.DefaultClient, false},
+		{"TLS shows secrets", tlsSrv.URL, tlsClient(tlsSrv), true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, err := tc.client.Get(tc.endpoint + "/scrape_configs")
+			require.NoError(t, err)
+			b, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			require.NoError(t, err)
+			require.Equal(t, http.StatusOK, resp.StatusCode)
+			require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+			require.NotEmpty(t, resp.Header.Get("ETag"))
+			if tc.wantSecret {
+				require.Contains(t, string(b), "s3cret-password")
+			} else {
+				require.NotContains(t, string(b), "s3cret-password")
+				require.Contains(t, string(b), `"password":"<secret>"`)
+			}
+
+			// The receiver parses it and validates every job with its
+			// http_sd_config in place (keepequal included).
+			c := newCollector(tc.endpoint, "c", tc.client)
+			require.NoError(t, c.sync())
+			require.Len(t, c.jobs, len(jobNames))
+			for _, job := range jobNames {
+				sc := c.jobs[job]
+				require.NotNil(t, sc, job)
+				require.Equal(t, job, sc.JobName)
+				require.Empty(t, sc.RelabelConfigs, "relabelling was done by the discoverer")
+				require.Len(t, sc.MetricRelabelConfigs, 1)
+				require.Equal(t, "s3cret-password" == string(sc.HTTPClientConfig.BasicAuth.Password), tc.wantSecret)
+			}
+		})
+	}
+}
+
+func TestKeepEqualRegexIsDropped(t *testing.T) {
+	// A keepequal rule with a regex, as older Prometheus versions marshal
+	// it (prometheus/prometheus#12534): Prometheus refuses to load it, so
+	// toJSON drops the key as the Target Allocator does.
+	const y = `job_name: j
+metric_relabel_configs:
+- source_labels: [a]
+  target_label: b
+  action: keepequal
+  regex: (.*)
+`
+	var broken promconfig.ScrapeConfig
+	err := yaml.Unmarshal([]byte(y), &broken)
+	if err == nil {
+		err = broken.Validate(promconfig.DefaultGlobalConfig)
+	}
+	require.Error(t, err, "Prometheus accepts keepequal with a regex now; the workaround may go")
+
+	fixed, err := toJSON([]byte(y))
+	require.NoError(t, err)
+	require.NotContains(t, string(fixed), "regex")
+	var sc promconfig.ScrapeConfig
+	require.NoError(t, yaml.Unmarshal(fixed, &sc))
+	require.NoError(t, sc.Validate(promconfig.DefaultGlobalConfig))
+}
+
+func TestNotReadyIsNoChangeForTheCollector(t *testing.T) {
+	e := newEnv(t)
+	_, srv := e.newAPI(t, Config{}) // never run: never ready
+
+	// What the receiver would do with an empty answer: an empty map and
+	// no error, so it would drop every job it has.
+	empty := map[string]*promconfig.ScrapeConfig{}
+	require.NoError(t, yaml.Unmarshal(nil, &empty))
+	require.Empty(t, empty)
+
+	m, code, err := fetchScrapeConfigs(http.DefaultClient, srv.URL)
+	require.Equal(t, http.StatusServiceUnavailable, code)
+	require.Error(t, err, "the 503 body must fail to parse, so the receiver keeps its jobs")
+	require.Nil(t, m)
+
+	// HTTP SD treats anything but 200 as a failed refresh and keeps the
+	// targets it has.
+	sd := promhttp.DefaultSDConfig
+	sd.URL = srv.URL + "/jobs/node/targets?collector_id=c"
+	c := newCollector(srv.URL, "c", nil)
+	c.jobs = map[string]*promconfig.ScrapeConfig{"node": {JobName: "node", ServiceDiscoveryConfigs: discovery.Configs{&sd}}}
+	err = c.refresh(t.Context())
+	require.ErrorContains(t, err, "503")
+}
+
+func TestJobsLinksEscapingAndETags(t *testing.T) {
+	e := newEnv(t)
+	want := e.publish(t, 5, jobNames...)
+	_, srv := e.start(t, Config{})
+
+	get := func(path string, hdr http.Header) (*http.Response, []byte) {
+		t.Helper()
+		req, err := http.NewRequestWithContext(t.Context(), http.MethodGet, srv.URL+path, nil)
+		require.NoError(t, err)
+		for k, v := range hdr {
+			req.Header[k] = v
+		}
+		resp, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		return resp, b
+	}
+
+	resp, b := get("/jobs", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var jobs map[string]struct {
+		Link string `json:"_link"`
+	}
+	require.NoError(t, json.Unmarshal(b, &jobs))
+	require.Len(t, jobs, len(jobNames))
+	require.Equal(t, "/jobs/job%2Fwith+space/targets", jobs["job/with space"].Link)
+
+	// The link, with a collector_id as the Collector appends it.
+	path := jobs["job/with space"].Link + "?collector_id=collector-a"
+	resp, b = get(path, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Equal(t, "application/json", resp.Header.Get("Content-Type"))
+	var groups []struct {
+		Targets []string          `json:"targets"`
+		Labels  map[string]string `json:"labels"`
+	}
+	require.NoError(t, json.Unmarshal(b, &groups))
+	require.Len(t, groups, 5, "the only collector owns the whole job")
+	for _, g := range groups {
+		require.Len(t, g.Targets, 1)
+		require.Contains(t, want, "job/with space|"+g.Targets[0])
+		require.Equal(t, "job/with space", g.Labels["job"])
+	}
+	etag := resp.Header.Get("ETag")
+	require.NotEmpty(t, etag)
+
+	for _, tc := range []struct {
+		name  string
+		inm   string
+		code  int
+		empty bool
+	}{
+		{"same ETag", etag, http.StatusNotModified, true},
+		{"one of several", `"x", ` + etag, http.StatusNotModified, true},
+		{"other ETag", `"other"`, http.StatusOK, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, b := get(path, http.Header{"If-None-Match": {tc.inm}})
+			require.Equal(t, tc.code, resp.StatusCode)
+			require.Equal(t, tc.empty, len(b) == 0)
+			require.Equal(t, etag, resp.Header.Get("ETag"))
+		})
+	}
+
+	// A change to the job changes the answer and its ETag.
+	extra := target("job/with space", 99)
+	require.NoError(t, e.pub.PutTargets(t.Context(), []events.Target{extra}))
+	require.Eventually(t, func() bool {
+		resp, b := get(path, http.Header{"If-None-Match": {etag}})
+		return resp.StatusCode == http.StatusOK && strings.Contains(string(b), extra.Labels["__address__"])
+	}, waitFor, 50*time.Millisecond)
+
+	// Without collector_id: every owner and its targets.
+	resp, b = get(jobs["node"].Link, nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	var byOwner map[string]struct {
+		Link    string            `json:"_link"`
+		Targets []json.RawMessage `json:"targets"`
+	}
+	require.NoError(t, json.Unmarshal(b, &byOwner))
+	require.Len(t, byOwner["collector-a"].Targets, 5)
+	require.Equal(t, "/jobs/node/targets?collector_id=collector-a", byOwner["collector-a"].Link)
+
+	// An unknown job is an empty list, not an error.
+	resp, b = get("/jobs/nope/targets?collector_id=collector-a", nil)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.JSONEq(t, `[]`, string(b))
+}
+
+func TestBadRequests(t *testing.T) {
+	e := newEnv(t)
+	e.publish(t, 1, "node")
+	_, srv := e.start(t, Config{})
+	registerMember(t, e, "scraper-1", leases.KindScraper)
+	for _, tc := range []struct {
+		method, path string
+		code         int
+	}{
+		{http.MethodGet, "/jobs/node/targets?collector_id=", http.StatusBadRequest},
+		{http.MethodGet, "/jobs/node/targets?collector_id=a/b", http.StatusBadRequest},
+		{http.MethodGet, "/jobs/node/targets?collector_id=scraper-1", http.StatusConflict},
+		{http.MethodGet, "/jobs/node", http.StatusNotFound},
+		{http.MethodPost, "/scrape_configs", http.StatusMethodNotAllowed},
+	} {
+		t.Run(tc.method+" "+tc.path, func(t *testing.T) {
+			req, err := http.NewRequestWithContext(t.Context(), tc.method, srv.URL+tc.path, nil)
+			require.NoError(t, err)
+			resp, err := http.DefaultClient.Do(req)
+			require.NoError(t, err)
+			resp.Body.Close()
+			require.Equal(t, tc.code, resp.StatusCode)
+		})
+	}
+}
+
+// registerMember registers a member that claims nothing, for as long as
+// the test runs.
+func registerMember(t *testing.T, e *env, id, kind string) *leases.Session {
+	t.Helper()
+	s, err := leases.NewSession(context.Background(), e.etcd, leases.SessionConfig{TTL: 2 * time.Second}, nil, nil)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	require.NoError(t, leases.Register(t.Context(), s, e.ks, leases.Member{ID: id, Kind: kind, Weight: 1}))
+	return s
+}
+
+func TestMoveToCollectorIsTakenOver(t *testing.T) {
+	e := newEnv(t)
+	want := e.publish(t, 10, jobNames...)
+	_, srv := e.start(t, Config{})
+	a, b := newCollector(srv.URL, "collector-a", nil), newCollector(srv.URL, "collector-b", nil)
+	pollAll(t, a, b)
+	ok, why := coverage(want, a, b)
+	require.True(t, ok, why)
+
+	// Move one of a's targets to b, as the rebalancer does.
+	claims, _, err := leases.ListClaims(t.Context(), e.etcd, e.ks)
+	require.NoError(t, err)
+	var moved leases.Claim
+	for _, cl := range claims {
+		if cl.Owner == "collector-a" {
+			moved = cl
+			break
+		}
+	}
+	require.NotEmpty(t, moved.Target, "collector-a owns nothing")
+	reb := registerMember(t, e, "rebalancer", leases.KindScraper)
+	require.NoError(t, leases.StartMove(t.Context(), reb, e.ks, leases.Move{
+		Target: moved.Target, From: "collector-a", To: "collector-b", Epoch: moved.Epoch,
+		Deadline: time.Now().Add(time.Minute), Reason: "test",
+	}))
+	var key string
+	for k, tg := range want {
+		if tg.ID == moved.Target {
+			key = k
+		}
+	}
+	require.Eventually(t, func() bool {
+		pollAll(t, a, b)
+		ok, _ := coverage(want, a, b)
+		return ok && contains(b.owned(), key)
+	}, waitFor, 100*time.Millisecond, "the move was not taken over for collector-b")
+	moves, err := leases.ListMoves(t.Context(), e.etcd, e.ks)
+	require.NoError(t, err)
+	require.Empty(t, moves)
+}
+
+func contains(s []string, v string) bool {
+	for _, x := range s {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func TestRemovedTargetsAreReleased(t *testing.T) {
+	e := newEnv(t)
+	want := e.publish(t, 5, "node")
+	_, srv := e.start(t, Config{})
+	c := newCollector(srv.URL, "c", nil)
+	pollAll(t, c)
+	ok, why := coverage(want, c)
+	require.True(t, ok, why)
+
+	gone := target("node", 0)
+	require.NoError(t, e.pub.DeleteTargets(t.Context(), []string{gone.ID}))
+	delete(want, "node|"+gone.Labels["__address__"])
+	require.Eventually(t, func() bool {
+		_, found, err := leasesOwner(t, e, gone.ID)
+		require.NoError(t, err)
+		pollAll(t, c)
+		ok, _ := coverage(want, c)
+		return !found && ok
+	}, waitFor, 50*time.Millisecond)
+}
+
+func leasesOwner(t *testing.T, e *env, target string) (string, bool, error) {
+	resp, err := e.etcd.Get(t.Context(), e.ks.Claim(target))
+	if err != nil || len(resp.Kvs) == 0 {
+		return "", false, err
+	}
+	var v leases.ClaimValue
+	require.NoError(t, json.Unmarshal(resp.Kvs[0].Value, &v))
+	return v.Owner, true, nil
+}
+
+func TestGraceClaimsWhatThePreferredOwnerLeaves(t *testing.T) {
+	e := newEnv(t)
+	want := e.publish(t, 30, "node")
+	// A member that never claims: the slots it is preferred for stay
+	// unowned, until the grace ends and the API claims them for its
+	// collector.
+	registerMember(t, e, "idle-scraper", leases.KindScraper)
+	_, srv := e.start(t, Config{ClaimGrace: time.Second})
+	c := newCollector(srv.URL, "c", nil)
+	pollAll(t, c)
+	first := len(c.owned())
+	require.Less(t, first, len(want), "the idle scraper should be preferred for some targets")
+	start := time.Now()
+	require.Eventually(t, func() bool {
+		pollAll(t, c)
+		ok, _ := coverage(want, c)
+		return ok
+	}, waitFor, 100*time.Millisecond)
+	t.Logf("first answer %d of %d targets; all after %s (grace 1s)", first, len(want), time.Since(start).Round(time.Millisecond))
+}
+
+func TestConfigValidate(t *testing.T) {
+	for _, tc := range []struct {
+		cfg Config
+		ok  bool
+	}{
+		{Config{}, true},
+		{Config{CollectorTTL: time.Second}, false},
+		{Config{ClaimGrace: -time.Second}, false},
+		{Config{Events: events.Config{JobsBucket: "x", TargetsBucket: "x"}}, false},
+	} {
+		t.Run(fmt.Sprintf("%+v", tc.cfg), func(t *testing.T) {
+			require.Equal(t, tc.ok, tc.cfg.Validate() == nil)
+		})
+	}
+}
+
+func TestCollectorIDFromRawQuery(t *testing.T) {
+	for _, tc := range []struct {
+		raw     string
+		id      string
+		present bool
+		err     bool
+	}{
+		{"collector_id=otel-0", "otel-0", true, false},
+		{"a=b&collector_id=otel.ns_1:x@y", "otel.ns_1:x@y", true, false},
+		{"collector_id=otel%2D0", "otel-0", true, false},
+		{"", "", false, false},
+		{"collector_id=", "", true, true},
+		{"collector_id=a+b", "", true, true},
+	} {
+		t.Run(tc.raw, func(t *testing.T) {
+			id, present, err := collectorID(tc.raw)
+			require.Equal(t, tc.id, id)
+			require.Equal(t, tc.present, present)
+			require.Equal(t, tc.err, err != nil)
+		})
+	}
+}
