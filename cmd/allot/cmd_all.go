@@ -45,6 +45,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		evCfg       events.Config
 		scCfg       scraper.Config
 		rbCfg       rebalancer.Config
+		dCfg        discoverer.Config
 		listen      string
 		dataDir     string
 		etcdListen  string
@@ -60,6 +61,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	evCfg.RegisterFlags(fs)
 	scCfg.RegisterFlags(fs)
 	rbCfg.RegisterFlags(fs)
+	dCfg.RegisterFlags(fs)
 	fs.StringVar(&listen, "web.listen-address", ":8080", "Address to serve the status pages, API and metrics on.")
 	fs.StringVar(&dataDir, "data.dir", "data", "Directory for the embedded etcd and NATS data (and export queues).")
 	fs.StringVar(&etcdListen, "etcd.listen-address", "127.0.0.1:0", "Client address of the embedded etcd; port 0 picks a free port.")
@@ -156,7 +158,11 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		}()
 
 		ks := cluster.keyspace()
-		d, err := startDiscoverer(g, srv, discoverer.Config{ID: "discoverer-0", Keyspace: ks, Events: evCfg}, cfgOpts.file, cli, js, file, logger)
+		if dCfg.ID == "" {
+			dCfg.ID = "discoverer-0"
+		}
+		dCfg.Keyspace, dCfg.Events = ks, evCfg
+		d, err := startDiscoverer(g, srv, dCfg, cfgOpts.file, cli, js, file, logger)
 		if err != nil {
 			return err
 		}

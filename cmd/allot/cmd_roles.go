@@ -39,12 +39,12 @@ func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		o     roleOptions
 		cfg   configOptions
 		evCfg events.Config
-		id    string
+		dCfg  discoverer.Config
 	)
 	o.register(fs)
 	cfg.register(fs)
 	evCfg.RegisterFlags(fs)
-	fs.StringVar(&id, "discoverer.id", "", "Identity in the leader election (default: hostname).")
+	dCfg.RegisterFlags(fs)
 	return func(ctx context.Context, _ []string) error {
 		logger, err := o.log.logger()
 		if err != nil {
@@ -57,9 +57,6 @@ func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if err != nil {
 			return err
 		}
-		if id == "" {
-			id = hostnameOr("discoverer")
-		}
 		srv, err := newServer(o.listen)
 		if err != nil {
 			return err
@@ -69,14 +66,15 @@ func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 			return err
 		}
 		defer cli.Close()
-		nc, js, err := connectNATS(ctx, &o.cluster, "allot-discoverer-"+id, logger)
+		nc, js, err := connectNATS(ctx, &o.cluster, "allot-discoverer", logger)
 		if err != nil {
 			return err
 		}
 		defer nc.Close()
 		g := newGroup(ctx)
 		ks := o.cluster.keyspace()
-		d, err := startDiscoverer(g, srv, discoverer.Config{ID: id, Keyspace: ks, Events: evCfg}, cfg.file, cli, js, file, logger)
+		dCfg.Keyspace, dCfg.Events = ks, evCfg
+		d, err := startDiscoverer(g, srv, dCfg, cfg.file, cli, js, file, logger)
 		if err != nil {
 			return err
 		}

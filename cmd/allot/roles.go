@@ -115,7 +115,9 @@ func startDiscoverer(g *group, srv *server, cfg discoverer.Config, cfgFile strin
 			return err
 		}
 		if err := d.ApplyConfig(f.Prometheus); err != nil {
-			logger.Error("config reload rejected; the last good config keeps running", "err", err)
+			// The error says whether nothing was applied or the config runs
+			// without the SD configs it names.
+			logger.Error("config reload", "err", err)
 			return err
 		}
 		logger.Info("config reloaded", "file", cfgFile)

@@ -130,8 +130,8 @@ func (c *configCache) render() {
 // secret replaced by "<secret>" and once as is.
 func renderJob(cfgYAML string) (redacted, secret json.RawMessage, err error) {
 	var sc promconfig.ScrapeConfig
-	if err := yaml.Unmarshal([]byte(cfgYAML), &sc); err != nil {
-		return nil, nil, fmt.Errorf("parse scrape config: %w", err)
+	if err := unmarshalScrapeConfig([]byte(cfgYAML), &sc); err != nil {
+		return nil, nil, err
 	}
 	// The published YAML is the one copy that has the secrets; the redacted
 	// form is re-marshalled from a copy whose secrets are blanked, because
@@ -149,6 +149,14 @@ func renderJob(cfgYAML string) (redacted, secret json.RawMessage, err error) {
 		return nil, nil, err
 	}
 	return redacted, secret, nil
+}
+
+// unmarshalScrapeConfig parses one scrape config as Prometheus loads it.
+func unmarshalScrapeConfig(y []byte, sc *promconfig.ScrapeConfig) error {
+	if err := yaml.UnmarshalStrict(y, sc); err != nil {
+		return fmt.Errorf("parse scrape config: %w", err)
+	}
+	return nil
 }
 
 var secretType = reflect.TypeFor[commoncfg.Secret]()
