@@ -99,10 +99,10 @@ type clusterStatus struct {
 	Scrapers           []struct {
 		ID      string  `json:"id"`
 		Targets int     `json:"targets"`
-		Series  int64   `json:"series"`
+		Series  float64 `json:"series"`
 		Weight  float64 `json:"weight"`
 		Zone    string  `json:"zone"`
-		Drained bool    `json:"drained"`
+		Drained bool    `json:"draining"`
 	} `json:"scrapers"`
 }
 
@@ -118,7 +118,7 @@ func statusFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "SCRAPER\tTARGETS\tSERIES\tWEIGHT\tZONE\tDRAINED")
 		for _, s := range st.Scrapers {
-			fmt.Fprintf(tw, "%s\t%d\t%d\t%g\t%s\t%v\n", s.ID, s.Targets, s.Series, s.Weight, s.Zone, s.Drained)
+			fmt.Fprintf(tw, "%s\t%d\t%.0f\t%g\t%s\t%v\n", s.ID, s.Targets, s.Series, s.Weight, s.Zone, s.Drained)
 		}
 		return tw.Flush()
 	}

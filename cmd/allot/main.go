@@ -48,11 +48,15 @@ var commands = map[string]command{
 }
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-// run parses args and runs a subcommand; it returns the exit code.
-func run(args []string, stdout, stderr io.Writer) int {
+// run parses args and runs a subcommand until it ends or ctx is cancelled;
+// it returns the exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	name := "all"
 	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
 		name, args = args[0], args[1:]
@@ -76,8 +80,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 2
 	}
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	if err := runFn(ctx, fs.Args()); err != nil {
 		fmt.Fprintf(stderr, "allot %s: %v\n", name, err)
 		return 1

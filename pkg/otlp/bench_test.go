@@ -310,20 +310,26 @@ scrape_configs:
 	}
 
 	allot := NewAppendable(&encodingConsumer{}, Options{}, nil, nil)
-	var promCPU, allotCPU time.Duration
-	var promN, allotN int64
+	var promCPU, optsCPU, allotCPU time.Duration
+	var promN, optsN, allotN int64
 	b.ResetTimer()
-	// Two rounds each, alternating, so drift in machine load hits both.
+	// Two rounds each, alternating, so drift in machine load hits all.
 	for range 2 {
 		c, n := run(nopAppendable{}, false, b.N)
 		promCPU, promN = promCPU+c, promN+n
+		// The no-op storage with the scrape options allot needs splits
+		// allot's cost into those options and the conversion.
+		c, n = run(nopAppendable{}, true, b.N)
+		optsCPU, optsN = optsCPU+c, optsN+n
 		c, n = run(allot, true, b.N)
 		allotCPU, allotN = allotCPU+c, allotN+n
 	}
 	b.StopTimer()
 	prom := float64(promCPU.Nanoseconds()) / float64(promN)
+	opts := float64(optsCPU.Nanoseconds()) / float64(optsN)
 	ours := float64(allotCPU.Nanoseconds()) / float64(allotN)
 	b.ReportMetric(prom, "prom-cpu-ns/sample")
+	b.ReportMetric(opts, "prom+opts-cpu-ns/sample")
 	b.ReportMetric(ours, "allot-cpu-ns/sample")
 	b.ReportMetric(prom/ours, "throughput-ratio")
 }

@@ -242,7 +242,8 @@ func newAnswerCache() *answerCache { return &answerCache{entries: map[answerKey]
 // maxAnswers bounds the cache (collectors × jobs).
 const maxAnswers = 100000
 
-// answerFor is the targets of job that collector owns, as an HTTP SD answer.
+// answerFor is the targets of job that collector owns, as an HTTP SD
+// answer; also the ones it owned last that nobody has claimed since.
 func (a *API) answerFor(job, collector string) body {
 	a.cat.mu.RLock()
 	a.mir.mu.RLock()
@@ -260,6 +261,8 @@ func (a *API) answerFor(job, collector string) body {
 	for id := range a.cat.byJob[job] {
 		if cl, ok := a.mir.claims[id]; ok && cl.Owner == collector {
 			ids = append(ids, id)
+		} else if !ok && a.mir.lastOwner[id] == collector {
+			ids = append(ids, id) // see mirror.lastOwner
 		}
 	}
 	slices.Sort(ids)

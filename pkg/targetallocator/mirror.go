@@ -30,6 +30,13 @@ type mirror struct {
 	mu     sync.RWMutex
 	claims map[string]leases.Claim
 	moves  map[string]leases.Move
+	// lastOwner is the owner of a target whose claim was deleted and not
+	// yet taken again. Answers keep such a target with its last owner until
+	// someone claims it: when a restarted API's predecessor's leases
+	// expire, the claims vanish and are claimed again for the same
+	// collectors a moment later, and a poll in between must not be told
+	// to stop scraping (its next poll is 30 s away).
+	lastOwner map[string]string
 	synced bool
 	rev    int64  // highest claims/ revision applied
 	gen    uint64 // bumped by every change
@@ -39,9 +46,10 @@ type mirror struct {
 func newMirror(cli *clientv3.Client, ks leases.Keyspace, logger *slog.Logger, onChange func()) *mirror {
 	return &mirror{
 		cli: cli, ks: ks, logger: logger, onChange: onChange,
-		claims: map[string]leases.Claim{},
-		moves:  map[string]leases.Move{},
-		revCh:  make(chan struct{}),
+		claims:    map[string]leases.Claim{},
+		moves:     map[string]leases.Move{},
+		lastOwner: map[string]string{},
+		revCh:     make(chan struct{}),
 	}
 }
 
@@ -142,6 +150,14 @@ func (m *mirror) decodeClaim(kv *mvccpb.KeyValue) (leases.Claim, error) {
 
 func (m *mirror) replace(claims map[string]leases.Claim, moves map[string]leases.Move, rev int64) {
 	m.mu.Lock()
+	for id, cl := range m.claims {
+		if _, ok := claims[id]; !ok {
+			m.lastOwner[id] = cl.Owner
+		}
+	}
+	for id := range claims {
+		delete(m.lastOwner, id)
+	}
 	m.claims, m.moves, m.synced = claims, moves, true
 	m.gen++
 	m.advance(rev)
@@ -172,9 +188,13 @@ func (m *mirror) apply(evs []*clientv3.Event, isMove bool) {
 		}
 		target := strings.TrimPrefix(string(ev.Kv.Key), m.ks.Claims())
 		if ev.Type == clientv3.EventTypeDelete {
+			if cl, ok := m.claims[target]; ok {
+				m.lastOwner[target] = cl.Owner
+			}
 			delete(m.claims, target)
 			continue
 		}
+		delete(m.lastOwner, target)
 		cl, err := m.decodeClaim(ev.Kv)
 		if err != nil {
 			m.logger.Warn("skipping undecodable claim", "err", err)
@@ -222,4 +242,16 @@ func (m *mirror) isSynced() bool {
 	m.mu.RLock()
 	defer m.mu.RUnlock()
 	return m.synced
+}
+
+// forget drops the last owners of targets for which keep is false.
+func (m *mirror) forget(keep func(target string) bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for id := range m.lastOwner {
+		if !keep(id) {
+			delete(m.lastOwner, id)
+			m.gen++
+		}
+	}
 }

@@ -117,7 +117,14 @@ func (a *API) reconcile(ctx context.Context) (int64, time.Time) {
 	}
 
 	w, next := a.plan(now, mine, &pref, &best)
-	return a.execute(ctx, mine, w), next
+	rev := a.execute(ctx, mine, w)
+	a.cat.mu.RLock()
+	a.mir.forget(func(id string) bool {
+		_, ok := a.cat.targets[id]
+		return ok
+	})
+	a.cat.mu.RUnlock()
+	return rev, next
 }
 
 func (a *API) plan(now time.Time, mine map[string]*collector, pref, best *[events.Slots]string) (work, time.Time) {

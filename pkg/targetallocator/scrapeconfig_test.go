@@ -52,29 +52,48 @@ func TestConfigCacheKeepsLastGoodConfigOfAJob(t *testing.T) {
 }
 
 func TestRedactSecretsFindsEverySecret(t *testing.T) {
-	const y = `job_name: j
+	for _, tc := range []struct {
+		name    string
+		yaml    string
+		secrets []string
+	}{
+		{"basic auth, TLS key, proxy and HTTP headers", `job_name: j
 basic_auth: {username: u, password: p1}
-authorization: {credentials: p2}
-oauth2: {client_id: c, client_secret: p3, token_url: "http://t"}
-tls_config: {cert: "-----BEGIN CERTIFICATE-----", key: p4}
-proxy_connect_header: {X-A: [p5]}
-http_headers: {X-B: {secrets: [p6], values: [visible]}}
-`
-	var sc promconfig.ScrapeConfig
-	require.NoError(t, unmarshalScrapeConfig([]byte(y), &sc))
-	redactSecrets(reflect.ValueOf(&sc))
-	var secrets []string
-	walkSecrets(reflect.ValueOf(sc), func(s string) { secrets = append(secrets, s) })
-	require.Len(t, secrets, 6)
-	for _, s := range secrets {
-		require.Equal(t, secretToken, s)
+tls_config: {key: p2, cert_file: /c}
+proxy_url: http://proxy
+proxy_connect_header: {X-A: [p3]}
+http_headers: {X-B: {secrets: [p4], values: [visible]}}
+`, []string{"p1", "p2", "p3", "p4"}},
+		{"oauth2", `job_name: j
+oauth2: {client_id: c, client_secret: p5, token_url: "http://t", tls_config: {key: p6, cert_file: /c}}
+`, []string{"p5", "p6"}},
+		{"authorization", `job_name: j
+authorization: {credentials: p7}
+`, []string{"p7"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sc promconfig.ScrapeConfig
+			require.NoError(t, unmarshalScrapeConfig([]byte(tc.yaml), &sc))
+			var before []string
+			walkSecrets(reflect.ValueOf(sc), func(s string) { before = append(before, s) })
+			require.ElementsMatch(t, tc.secrets, before)
+
+			redactSecrets(reflect.ValueOf(&sc))
+			var after []string
+			walkSecrets(reflect.ValueOf(sc), func(s string) { after = append(after, s) })
+			require.Len(t, after, len(tc.secrets))
+			for _, s := range after {
+				require.Equal(t, secretToken, s)
+			}
+
+			red, sec, err := renderJob(tc.yaml)
+			require.NoError(t, err)
+			for _, p := range tc.secrets {
+				require.NotContains(t, string(red), `"`+p+`"`)
+				require.Contains(t, string(sec), `"`+p+`"`)
+			}
+		})
 	}
-	red, _, err := renderJob(y)
-	require.NoError(t, err)
-	for _, p := range []string{"p1", "p2", "p3", "p4", "p5", "p6"} {
-		require.NotContains(t, string(red), `"`+p+`"`)
-	}
-	require.Contains(t, string(red), "visible")
 }
 
 // walkSecrets calls fn with every commoncfg.Secret under v.

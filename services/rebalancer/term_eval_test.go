@@ -85,3 +85,40 @@ func TestTargetKeyMatchesCatalogSlots(t *testing.T) {
 		require.Equal(t, placement.HashString(id), targetKey(id), "non-catalog id %q", id)
 	}
 }
+
+func TestSummary(t *testing.T) {
+	tm := &term{
+		cfg: Config{SeriesPerScraper: 1000},
+		members: map[string]leases.Member{
+			"a": {ID: "a", Weight: 1}, "b": {ID: "b", Weight: 1}, "c": {ID: "c", Weight: 2}, "new": {ID: "new", Weight: 1},
+		},
+		// a gave 10 targets to c since the reports.
+		ownedCount: map[string]int{"a": 90, "b": 100, "c": 110, "gone": 5},
+	}
+	loads := map[string]leases.Load{
+		"a": {Targets: 100, Series: 1000}, // 10 per target
+		"b": {Targets: 100, Series: 3000}, // 30 per target
+		"c": {Targets: 100, Series: 2000}, // 20 per target
+	}
+	members, owned := tm.summary(loads)
+	require.Len(t, members, 4, "live members only")
+	for id, want := range map[string]memberLoad{
+		"a":   {targets: 90, series: 900},
+		"b":   {targets: 100, series: 3000},
+		"c":   {targets: 110, series: 2200},
+		"new": {targets: 0, series: 0},
+	} {
+		require.Equal(t, want.targets, owned[id].targets, id)
+		require.InDelta(t, want.series, owned[id].series, 1e-9, id)
+	}
+	st, rec := tm.measure(members, owned)
+	// Series per unit of weight: a 900, b 3000, c 1100, new 0; mean 6100/5.
+	require.InDelta(t, 3000/(6100/5.0), st.Ratio, 1e-9)
+	// Targets per unit of weight: a 90, b 100, c 55, new 0; mean 300/5.
+	require.InDelta(t, 100/(300/5.0), st.ByCountRatio, 1e-9)
+	require.Equal(t, 7, rec, "ceil(6100 / 1000)")
+
+	// Without reports: 1 per target, which balances by count.
+	_, owned = tm.summary(nil)
+	require.InDelta(t, 90.0, owned["a"].series, 1e-9)
+}
