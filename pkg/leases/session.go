@@ -121,6 +121,11 @@ type Session struct {
 	kill    context.CancelCauseFunc
 	done    chan struct{} // closed when err is set
 	stopped chan struct{} // closed when the renewal goroutine has returned
+
+	// loadWritten is what PutLoad last wrote per chunk key on this lease,
+	// so unchanged chunks are not rewritten.
+	loadMu      sync.Mutex
+	loadWritten map[string]string
 }
 
 // NewSession grants a lease and starts renewing it with KeepAliveOnce every

@@ -274,7 +274,7 @@ func (a *API) answerFor(job, collector string) body {
 	a.mir.mu.RUnlock()
 	a.cat.mu.RUnlock()
 
-	b := newBody(mustJSON(groups))
+	b := newBody(appendGroups(nil, groups))
 	a.answers.mu.Lock()
 	if len(a.answers.entries) >= maxAnswers {
 		clear(a.answers.entries)

@@ -232,7 +232,7 @@ func (r *Rebalancer) refreshStandby(ctx context.Context) {
 		r.logger.Debug("standby: list members", "err", err)
 		return
 	}
-	loads, err := leases.ListLoads(ctx, r.etcd, r.cfg.Keyspace)
+	loads, err := leases.LoadSummaries(ctx, r.etcd, r.cfg.Keyspace)
 	if err != nil {
 		r.logger.Debug("standby: list loads", "err", err)
 		return

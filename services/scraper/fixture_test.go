@@ -305,12 +305,15 @@ func checkEveryInterval(t *testing.T, sink *recorder, ids []string, from, to tim
 			owner[id] = s
 		}
 		slices.Sort(ts)
+		// One sample per interval: two samples of one interval are ~0
+		// apart, a missed interval leaves ~2 intervals between samples;
+		// anything between is a scrape that ran late on a busy machine.
 		require.NotEmpty(t, ts, "target %s", id)
-		require.Less(t, ts[0]-lo, iv*3/2, "target %s: first sample late", id)
-		require.Less(t, hi-ts[len(ts)-1], iv*3/2, "target %s: last sample early", id)
+		require.Less(t, ts[0]-lo, iv*19/10, "target %s: first sample late", id)
+		require.Less(t, hi-ts[len(ts)-1], iv*19/10, "target %s: last sample early", id)
 		for i := 1; i < len(ts); i++ {
 			d := ts[i] - ts[i-1]
-			require.True(t, d >= iv/2 && d <= iv*3/2, "target %s: samples %d ms apart", id, d)
+			require.True(t, d >= iv/10 && d <= iv*19/10, "target %s: samples %d ms apart", id, d)
 		}
 	}
 	return owner
