@@ -142,10 +142,12 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 
 		// Without an exporter configured, samples go to an in-process sink
 		// shown at /sink/, so the whole path is real from the first run.
-		if !expOpts.configured() && (file == nil || !hasExporters(file)) {
+		if !expOpts.configured(fs, file) {
 			snk := sink.New(1000)
 			srv.mux.Handle("/sink/", http.StripPrefix("/sink", snk.Handler()))
-			expOpts.setOTLPEndpoint("http://" + loopback(srv.Addr()) + "/sink")
+			if err := fs.Set("otlp.endpoint", "http://"+loopback(srv.Addr())+"/sink"); err != nil {
+				return err
+			}
 		}
 		exp, err := expOpts.build(fs, file, srv.reg, logger)
 		if err != nil {
@@ -156,6 +158,9 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 			defer cancel()
 			_ = exp.Shutdown(sctx)
 		}()
+		if h := exp.PrometheusHandler(); h != nil {
+			srv.mux.Handle("/metrics/scraped", h)
+		}
 
 		ks := cluster.keyspace()
 		if dCfg.ID == "" {
@@ -202,17 +207,6 @@ Join more scrapers with:
 `, nScrapers, loopback(srv.Addr()), loopback(srv.Addr()), loopback(srv.Addr()), etcd.Endpoint(), nsrv.URL(), etcd.Endpoint(), nsrv.URL())
 		return g.Wait()
 	}
-}
-
-// hasExporters reports whether the file configures exporters.
-func hasExporters(f *configfile.File) bool {
-	keys, _ := f.AllotSections()
-	for _, k := range keys {
-		if k == "exporters" {
-			return true
-		}
-	}
-	return false
 }
 
 // loopback rewrites a wildcard listen address to one a browser can open.

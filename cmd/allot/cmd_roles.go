@@ -126,6 +126,9 @@ func scraperFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 			defer cancel()
 			_ = exp.Shutdown(sctx)
 		}()
+		if h := exp.PrometheusHandler(); h != nil {
+			srv.mux.Handle("/metrics/scraped", h)
+		}
 		cli, err := connectEtcd(ctx, &o.cluster, logger)
 		if err != nil {
 			return err

@@ -9,10 +9,12 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"go.yaml.in/yaml/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
@@ -69,28 +71,62 @@ func (o *configOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.file, "config.file", "", "allot configuration file: a Prometheus configuration (global, scrape_configs) with an optional allot: section.")
 }
 
-// exporterOptions build the exporter the scrapers hand their metrics to.
+// exporterOptions build the exporters the scrapers hand their metrics to,
+// from the flags and the config file's allot.exporters section.
 type exporterOptions struct {
-	otlpEndpoint string
+	cfg export.Config
 }
 
-func (o *exporterOptions) register(fs *flag.FlagSet) {
-	fs.StringVar(&o.otlpEndpoint, "otlp.endpoint", "", "OTLP/HTTP base URL; /v1/metrics is appended (default: $OTEL_EXPORTER_OTLP_ENDPOINT).")
-}
+func (o *exporterOptions) register(fs *flag.FlagSet) { o.cfg.RegisterFlags(fs) }
 
-// configured reports whether an exporter was asked for.
-func (o *exporterOptions) configured() bool {
-	return o.otlpEndpoint != "" || os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != ""
-}
-
-func (o *exporterOptions) setOTLPEndpoint(u string) { o.otlpEndpoint = u }
-
-// build builds the exporters.
-func (o *exporterOptions) build(fs *flag.FlagSet, file *configfile.File, reg prometheus.Registerer, logger *slog.Logger) (export.Exporter, error) {
-	if !o.configured() {
-		return nil, errors.New("no exporter: set --otlp.endpoint or OTEL_EXPORTER_OTLP_ENDPOINT")
+// configured reports whether any exporter is asked for, by flag, the
+// OTLP environment variables or the config file.
+func (o *exporterOptions) configured(fs *flag.FlagSet, file *configfile.File) bool {
+	for _, name := range []string{"otlp.endpoint", "remote-write.url"} {
+		if f := fs.Lookup(name); f != nil && f.Value.String() != "" {
+			return true
+		}
 	}
-	return export.NewOTLPHTTP(export.OTLPHTTPConfig{Endpoint: o.otlpEndpoint}, reg, logger.With("component", "export"))
+	if f := fs.Lookup("export.prometheus"); f != nil && f.Value.String() == "true" {
+		return true
+	}
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" || os.Getenv("OTEL_EXPORTER_OTLP_METRICS_ENDPOINT") != "" {
+		return true
+	}
+	_, ok, _ := file.AllotRaw("exporters")
+	return ok
+}
+
+// build decodes allot.exporters over the flag defaults (unknown fields are
+// rejected), re-applies the flags given on the command line so that a flag
+// wins over the file, validates, and starts the exporters.
+func (o *exporterOptions) build(fs *flag.FlagSet, file *configfile.File, reg prometheus.Registerer, logger *slog.Logger) (*export.Set, error) {
+	raw, ok, err := file.AllotRaw("exporters")
+	if err != nil {
+		return nil, err
+	}
+	if ok {
+		explicit := map[string]string{}
+		fs.Visit(func(f *flag.Flag) {
+			// Repeatable flags live apart from the file's fields and keep
+			// their values; setting them again would repeat them.
+			if !strings.HasSuffix(f.Name, ".header") {
+				explicit[f.Name] = f.Value.String()
+			}
+		})
+		if err := yaml.UnmarshalStrict(raw, &o.cfg); err != nil {
+			return nil, fmt.Errorf("%s: allot.exporters: %w", file.Path, err)
+		}
+		for name, v := range explicit {
+			if err := fs.Set(name, v); err != nil {
+				return nil, fmt.Errorf("--%s: %w", name, err)
+			}
+		}
+	}
+	if err := o.cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return export.New(o.cfg, reg, logger.With("component", "export"))
 }
 
 // startDiscoverer builds a discoverer with the file's config, runs it in g,
@@ -152,8 +188,11 @@ func startDiscoverer(g *group, srv *server, cfg discoverer.Config, cfgFile strin
 
 // startScraper builds one scraper with its own conversion state, exporting
 // through exp, and runs it in g.
-func startScraper(g *group, cfg scraper.Config, cli *clientv3.Client, js jetstream.JetStream, exp export.Exporter, reg prometheus.Registerer, logger *slog.Logger) (*scraper.Scraper, error) {
+func startScraper(g *group, cfg scraper.Config, cli *clientv3.Client, js jetstream.JetStream, exp otlp.Consumer, reg prometheus.Registerer, logger *slog.Logger) (*scraper.Scraper, error) {
 	app := otlp.NewAppendable(exp, otlp.Options{ScopeVersion: version}, reg, logger.With("component", "otlp"))
+	// Without these the scrape engine passes neither the target nor the
+	// metadata to the appender, and every metric would become a gauge.
+	cfg.ScrapeOptions = otlp.ScrapeOptions
 	s, err := scraper.New(cfg, cli, js, app, reg, logger)
 	if err != nil {
 		return nil, fmt.Errorf("scraper: %w", err)

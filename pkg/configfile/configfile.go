@@ -95,6 +95,29 @@ func (f *File) Allot(name string, v any) (bool, error) {
 	return true, nil
 }
 
+// AllotRaw returns the section `allot.<name>` as YAML, for packages that
+// decode their section themselves, and whether it was present.
+func (f *File) AllotRaw(name string) ([]byte, bool, error) {
+	if f == nil || f.allot == nil {
+		return nil, false, nil
+	}
+	var doc struct {
+		Allot map[string]yaml.Node `yaml:"allot"`
+	}
+	if err := yaml.Unmarshal(f.allot, &doc); err != nil {
+		return nil, false, fmt.Errorf("allot section: %w", err)
+	}
+	node, ok := doc.Allot[name]
+	if !ok {
+		return nil, false, nil
+	}
+	b, err := yaml.Marshal(&node)
+	if err != nil {
+		return nil, true, fmt.Errorf("allot.%s: %w", name, err)
+	}
+	return b, true, nil
+}
+
 // AllotSections lists the keys present under `allot:`.
 func (f *File) AllotSections() ([]string, error) {
 	if f == nil || f.allot == nil {

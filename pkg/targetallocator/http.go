@@ -157,6 +157,7 @@ func (a *API) serveTargets(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if fresh {
+		a.checkRefresh(id, r.Header.Get("X-Prometheus-Refresh-Interval-Seconds"))
 		// Answer the first poll with the collector's share rather than
 		// nothing: the next poll is a refresh interval (30 s) away.
 		if rev, err := a.waitRound(ctx, a.requestRound()); err == nil {
@@ -353,4 +354,19 @@ func writeError(w http.ResponseWriter, code int, err error) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_, _ = w.Write(append(mustJSON(map[string]string{"status": "error", "error": err.Error()}), '\n'))
+}
+
+// checkRefresh warns when a collector polls so rarely (HTTP SD
+// refresh_interval, which Prometheus sends in a header) that its lease
+// could expire between two polls.
+func (a *API) checkRefresh(id, header string) {
+	secs, err := strconv.ParseFloat(header, 64)
+	if err != nil || secs <= 0 {
+		return
+	}
+	refresh := time.Duration(secs * float64(time.Second))
+	if 2*refresh > a.cfg.CollectorTTL {
+		a.logger.Warn("collector polls less than twice per collector TTL; it may lose its targets between polls",
+			"collector", id, "refresh_interval", refresh, "collector_ttl", a.cfg.CollectorTTL)
+	}
 }

@@ -1,11 +1,15 @@
 package web
 
 import (
-	"context"
+	"bytes"
 	"embed"
+	"fmt"
 	"html/template"
+	"math"
 	"net/http"
+	"net/url"
 	"sort"
+	"strings"
 	"time"
 )
 
@@ -17,11 +21,15 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 		if t.IsZero() {
 			return "never"
 		}
-		return time.Since(t).Truncate(time.Millisecond).String() + " ago"
+		return humanDuration(time.Since(t)) + " ago"
 	},
 	"ms": func(s float64) string {
+		if s == 0 {
+			return ""
+		}
 		return (time.Duration(s * float64(time.Second))).Truncate(time.Microsecond).String()
 	},
+	"dur": humanDuration,
 	"list": func(s ...string) []string { return s },
 	"labels": func(m map[string]string) []string {
 		out := make([]string, 0, len(m))
@@ -31,52 +39,109 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 		sort.Strings(out)
 		return out
 	},
+	"ratio": func(f float64) string {
+		if f == 0 || math.IsNaN(f) || math.IsInf(f, 0) {
+			return "–"
+		}
+		return fmt.Sprintf("%.3f", f)
+	},
+	"num": func(f float64) string {
+		switch {
+		case f >= 1e6:
+			return fmt.Sprintf("%.2fM", f/1e6)
+		case f >= 1e4:
+			return fmt.Sprintf("%.1fk", f/1e3)
+		case f == math.Trunc(f):
+			return fmt.Sprintf("%.0f", f)
+		}
+		return fmt.Sprintf("%.2f", f)
+	},
+	"pct": func(part, whole float64) float64 {
+		if whole <= 0 {
+			return 0
+		}
+		return math.Min(100, 100*part/whole)
+	},
+	// setq returns the page's query with key set to value ("" removes it),
+	// for filter links that keep the other filters.
+	"setq": func(q url.Values, kv ...string) string {
+		c := url.Values{}
+		for k, v := range q {
+			c[k] = v
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			if kv[i+1] == "" {
+				c.Del(kv[i])
+			} else {
+				c.Set(kv[i], kv[i+1])
+			}
+		}
+		if len(c) == 0 {
+			return "?"
+		}
+		return "?" + c.Encode()
+	},
+	"owner": func(s string) string {
+		if s == "" {
+			return unowned
+		}
+		return s
+	},
 }).ParseFS(templateFS, "templates/*.html"))
 
-type poolView struct {
-	Name    string
-	Up      int
-	Total   int
-	Targets []ActiveTarget
+// unowned is how pages name the owner of a target nobody owns, and the
+// scraper filter value that selects such targets.
+const unowned = "(unowned)"
+
+// humanDuration rounds d for reading: 1.234s, 3m4s, 2h5m.
+func humanDuration(d time.Duration) string {
+	switch {
+	case d < time.Second:
+		return d.Truncate(time.Millisecond).String()
+	case d < time.Minute:
+		return d.Truncate(10 * time.Millisecond).String()
+	case d < time.Hour:
+		return d.Truncate(time.Second).String()
+	}
+	return d.Truncate(time.Minute).String()
 }
 
-// TargetsPage serves the HTML /targets page: targets grouped by pool, with
-// owner, health, last scrape, duration, series and error. Query parameters
-// `pool`, `scraper` and `health` filter it.
-func TargetsPage(src TargetSource) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
-		defer cancel()
-		t, err := src.Targets(ctx)
-		q := r.URL.Query()
-		t = Filter(t, "active", q.Get("pool"), q.Get("scraper"), q.Get("health"))
-		pools := map[string]*poolView{}
-		scrapers := map[string]int{}
-		for _, a := range t.ActiveTargets {
-			p := pools[a.ScrapePool]
-			if p == nil {
-				p = &poolView{Name: a.ScrapePool}
-				pools[a.ScrapePool] = p
-			}
-			p.Total++
-			if a.Health == "up" {
-				p.Up++
-			}
-			p.Targets = append(p.Targets, a)
-			scrapers[a.Scraper]++
+// nav is the pages' navigation bar; Active names the current entry.
+type nav struct {
+	Title  string
+	Active string
+}
+
+// render executes a page template into a buffer first, so that a template
+// error becomes a 500 rather than half a page.
+func render(w http.ResponseWriter, name string, data any) {
+	var buf bytes.Buffer
+	if err := templates.ExecuteTemplate(&buf, name, data); err != nil {
+		http.Error(w, fmt.Sprintf("render %s: %v", name, err), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	_, _ = buf.WriteTo(w)
+}
+
+// wantsJSON says whether a page request asks for the page's JSON form:
+// ?format=json, or an Accept header that prefers JSON to HTML.
+func wantsJSON(r *http.Request) bool {
+	if f := r.URL.Query().Get("format"); f != "" {
+		return f == "json"
+	}
+	accept := r.Header.Get("Accept")
+	return strings.Contains(accept, "application/json") && !strings.Contains(accept, "text/html")
+}
+
+// limitParam reads ?limit: how many rows a page shows (0 = all).
+func limitParam(q url.Values, def int) int {
+	if v := q.Get("limit"); v != "" {
+		var n int
+		if _, err := fmt.Sscan(v, &n); err == nil && n >= 0 {
+			return n
 		}
-		var views []*poolView
-		for _, p := range pools {
-			views = append(views, p)
-		}
-		sort.Slice(views, func(i, j int) bool { return views[i].Name < views[j].Name })
-		w.Header().Set("Content-Type", "text/html; charset=utf-8")
-		_ = templates.ExecuteTemplate(w, "targets.html", map[string]any{
-			"Pools":    views,
-			"Scrapers": scrapers,
-			"Err":      err,
-			"Query":    q,
-			"Total":    len(t.ActiveTargets),
-		})
-	})
+	}
+	return def
 }
