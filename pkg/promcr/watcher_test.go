@@ -179,7 +179,7 @@ func TestWatcherCreateDelete(t *testing.T) {
 	require.Less(t, time.Since(start), time.Second)
 
 	require.Equal(t, 0.0, testutil.ToFloat64(h.w.m.resources.WithLabelValues(KindServiceMonitor, "valid")))
-	require.Equal(t, 2.0, testutil.ToFloat64(h.w.m.updates))
+	require.Equal(t, 3.0, testutil.ToFloat64(h.w.m.updates), "initial, create, delete")
 }
 
 func TestWatcherSkipsInvalidAndKeepsOthers(t *testing.T) {
