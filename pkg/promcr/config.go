@@ -286,6 +286,12 @@ func (sc ScrapeClass) validate() error {
 		if err := sc.TLSConfig.Validate(); err != nil {
 			return fmt.Errorf("class %s: tls_config: %w", sc.Name, err)
 		}
+		if sc.TLSConfig.CARef != "" || sc.TLSConfig.CertRef != "" || sc.TLSConfig.KeyRef != "" {
+			return fmt.Errorf("class %s: tls_config: ca_ref, cert_ref and key_ref are not supported", sc.Name)
+		}
+	}
+	if sc.Authorization != nil && sc.Authorization.CredentialsRef != "" {
+		return fmt.Errorf("class %s: authorization: credentials_ref is not supported", sc.Name)
 	}
 	for i, rc := range sc.RelabelConfigs {
 		if rc == nil {

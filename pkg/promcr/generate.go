@@ -105,6 +105,108 @@ type result struct {
 	digest [sha256.Size]byte
 }
 
+// memo keeps each resource's generated jobs between generations; see
+// generator.job. Not safe for concurrent use; a nil memo keeps nothing.
+type memo struct {
+	entries map[string]*memoEntry
+	used    map[string]bool
+}
+
+type memoEntry struct {
+	uid, resourceVersion string
+	reads                []secretRead
+	configs              []*promconfig.ScrapeConfig
+	err                  error
+	digest               [sha256.Size]byte
+}
+
+type secretRead struct {
+	configMap            bool
+	ns, name, key, value string
+	err                  string
+}
+
+func newMemo() *memo { return &memo{entries: map[string]*memoEntry{}, used: map[string]bool{}} }
+
+func (m *memo) get(key string, meta *metav1.ObjectMeta, secrets SecretGetter) *memoEntry {
+	if m == nil || meta.ResourceVersion == "" {
+		return nil
+	}
+	e, ok := m.entries[key]
+	if !ok || e.uid != string(meta.UID) || e.resourceVersion != meta.ResourceVersion {
+		return nil
+	}
+	for _, rd := range e.reads {
+		if rd != read(secrets, rd) {
+			return nil
+		}
+	}
+	m.used[key] = true
+	return e
+}
+
+func (m *memo) put(key string, e *memoEntry) {
+	if m == nil || e.resourceVersion == "" {
+		return
+	}
+	m.entries[key] = e
+	m.used[key] = true
+}
+
+// sweep forgets the resources the last generation did not see.
+func (m *memo) sweep() {
+	if m == nil {
+		return
+	}
+	for k := range m.entries {
+		if !m.used[k] {
+			delete(m.entries, k)
+		}
+	}
+	clear(m.used)
+}
+
+// read repeats a recorded read against secrets.
+func read(secrets SecretGetter, rd secretRead) secretRead {
+	r := recorder{g: secrets}
+	_, _ = r.record(secretRead{configMap: rd.configMap, ns: rd.ns, name: rd.name, key: rd.key})
+	return r.reads[0]
+}
+
+// recorder is a SecretGetter that remembers what was read through it.
+type recorder struct {
+	g     SecretGetter
+	reads []secretRead
+}
+
+func (r *recorder) Secret(ns, name, key string) (string, error) {
+	return r.record(secretRead{ns: ns, name: name, key: key})
+}
+
+func (r *recorder) ConfigMap(ns, name, key string) (string, error) {
+	return r.record(secretRead{configMap: true, ns: ns, name: name, key: key})
+}
+
+func (r *recorder) record(rd secretRead) (string, error) {
+	var v string
+	err := errNoSecretGetter
+	switch {
+	case r.g == nil:
+	case rd.configMap:
+		v, err = r.g.ConfigMap(rd.ns, rd.name, rd.key)
+	default:
+		v, err = r.g.Secret(rd.ns, rd.name, rd.key)
+	}
+	rd.value = v
+	if err != nil {
+		rd.err = err.Error()
+	}
+	r.reads = append(r.reads, rd)
+	return v, err
+}
+
+var errNoSecretGetter = errors.New("no secret getter")
+
 // generator holds what every resource's generation needs.
 type generator struct {
 	cfg          Config
@@ -150,6 +252,12 @@ func newGenerator(cfg Config, secrets SecretGetter) (*generator, error) {
 }
 
 func generate(cfg Config, in Resources, secrets SecretGetter) result {
+	return generateWith(cfg, in, secrets, nil)
+}
+
+// generateWith generates, reusing from m (if not nil) the jobs of the
+// resources that did not change since m was filled, and refilling m.
+func generateWith(cfg Config, in Resources, secrets SecretGetter, m *memo) result {
 	r := result{valid: map[string]int{}}
 	h := sha256.New()
 	g, gerr := newGenerator(cfg, secrets)
@@ -225,35 +333,57 @@ func generate(cfg Config, in Resources, secrets SecretGetter) result {
 		if !selectors[it.kind].Matches(labels.Set(it.meta.Labels)) || !g.namespaceSelected(it.meta.Namespace, in.Namespaces) {
 			continue
 		}
-		docs, err := it.gen()
-		if err != nil {
-			skip(it, err)
-			continue
-		}
-		cfgs := make([]*promconfig.ScrapeConfig, 0, len(docs))
-		var raw [][]byte
-		for _, doc := range docs {
-			sc, b, ferr := g.finish(doc)
-			if ferr != nil {
-				err = fmt.Errorf("job %v: %w", doc[0].Value, ferr)
-				break
-			}
-			cfgs = append(cfgs, sc)
-			raw = append(raw, b)
-		}
-		if err != nil {
-			skip(it, err)
+		e := g.job(it.kind, it.meta, it.gen, m)
+		if e.err != nil {
+			skip(it, e.err)
 			continue
 		}
 		r.valid[it.kind]++
-		r.configs = append(r.configs, cfgs...)
-		for _, b := range raw {
-			h.Write(b)
-			h.Write([]byte{0})
-		}
+		r.configs = append(r.configs, e.configs...)
+		h.Write(e.digest[:])
 	}
 	copy(r.digest[:], h.Sum(nil))
+	m.sweep()
 	return r
+}
+
+// job generates the jobs of one resource, or reuses what m holds for it:
+// an entry is reused when the resource's version is the same and every
+// Secret and ConfigMap key it read still reads the same. Turning jobs into
+// Prometheus configs (a YAML round trip through Prometheus's own loader)
+// is what costs; memoising it keeps a regeneration after a single change
+// cheap however many resources there are.
+func (g *generator) job(kind string, meta *metav1.ObjectMeta, gen func() ([]yaml.MapSlice, error), m *memo) *memoEntry {
+	key := kind + "/" + meta.Namespace + "/" + meta.Name
+	if e := m.get(key, meta, g.secrets); e != nil {
+		return e
+	}
+	rec := &recorder{g: g.secrets}
+	saved := g.secrets
+	g.secrets = rec
+	docs, err := gen()
+	g.secrets = saved
+	e := &memoEntry{uid: string(meta.UID), resourceVersion: meta.ResourceVersion, reads: rec.reads}
+	if err != nil {
+		e.err = err
+		m.put(key, e)
+		return e
+	}
+	h := sha256.New()
+	for _, doc := range docs {
+		sc, b, ferr := g.finish(doc)
+		if ferr != nil {
+			e.err = fmt.Errorf("job %v: %w", doc[0].Value, ferr)
+			e.configs = nil
+			break
+		}
+		e.configs = append(e.configs, sc)
+		h.Write(b)
+		h.Write([]byte{0})
+	}
+	copy(e.digest[:], h.Sum(nil))
+	m.put(key, e)
+	return e
 }
 
 func (g *generator) namespaceSelected(ns string, namespaces map[string]map[string]string) bool {

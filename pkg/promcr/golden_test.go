@@ -41,6 +41,8 @@ type goldenCase struct {
 	Config     yaml.Node                    `yaml:"config"`
 	Namespaces map[string]map[string]string `yaml:"namespaces"`
 	Objects    []map[string]any             `yaml:"objects"`
+	// Expected is set in testdata/operator cases only (see parity_test.go).
+	Expected string `yaml:"expected"`
 }
 
 type goldenOut struct {
@@ -93,6 +95,11 @@ type loaded struct {
 // loadCase reads a case: the config through Config.UnmarshalYAML, the
 // resources through the Watcher's decoder, secrets into a fake clientset.
 func loadCase(t *testing.T, path string) (Config, loaded, SecretGetter) {
+	cfg, in, secrets, _ := loadCaseExpected(t, path)
+	return cfg, in, secrets
+}
+
+func loadCaseExpected(t *testing.T, path string) (Config, loaded, SecretGetter, string) {
 	t.Helper()
 	b, err := os.ReadFile(path)
 	require.NoError(t, err)
@@ -152,7 +159,7 @@ func loadCase(t *testing.T, path string) (Config, loaded, SecretGetter) {
 			t.Fatalf("objects[%d]: unexpected kind %q", i, kind)
 		}
 	}
-	return cfg, in, NewAPISecrets(context.Background(), client)
+	return cfg, in, NewAPISecrets(context.Background(), client), gc.Expected
 }
 
 // TestGoldenCoverage guards the promise that the golden cases exercise

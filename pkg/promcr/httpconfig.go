@@ -23,9 +23,6 @@ func (s store) secret(sel corev1.SecretKeySelector) (string, error) {
 	if sel.Name == "" || sel.Key == "" {
 		return "", &skipError{CauseSecret, errors.New("secret reference without name or key")}
 	}
-	if s.g == nil {
-		return "", &skipError{CauseSecret, fmt.Errorf("secret %s/%s: no secret getter", s.ns, sel.Name)}
-	}
 	v, err := s.g.Secret(s.ns, sel.Name, sel.Key)
 	if err != nil {
 		return "", &skipError{CauseSecret, fmt.Errorf("secret %s/%s key %q: %w", s.ns, sel.Name, sel.Key, err)}
@@ -36,9 +33,6 @@ func (s store) secret(sel corev1.SecretKeySelector) (string, error) {
 func (s store) configMap(sel corev1.ConfigMapKeySelector) (string, error) {
 	if sel.Name == "" || sel.Key == "" {
 		return "", &skipError{CauseSecret, errors.New("configmap reference without name or key")}
-	}
-	if s.g == nil {
-		return "", &skipError{CauseSecret, fmt.Errorf("configmap %s/%s: no secret getter", s.ns, sel.Name)}
 	}
 	v, err := s.g.ConfigMap(s.ns, sel.Name, sel.Key)
 	if err != nil {
@@ -66,12 +60,12 @@ func item(k string, v any) yaml.MapItem { return yaml.MapItem{Key: k, Value: v} 
 // resolved: Prometheus's tls_config takes ca, cert and key inline, so the
 // scrapers need no files.
 type tlsSpec struct {
-	ca, cert, key                string
-	caFile, certFile, keyFile    string
-	serverName                   string
-	insecureSkipVerify           *bool
-	minVersion, maxVersion       string
-	hasCA, hasCert, hasKey       bool
+	ca, cert, key                      string
+	caFile, certFile, keyFile          string
+	serverName                         string
+	insecureSkipVerify                 *bool
+	minVersion, maxVersion             string
+	hasCA, hasCert, hasKey             bool
 	hasCAFile, hasCertFile, hasKeyFile bool
 }
 

@@ -178,8 +178,13 @@ func (g *generator) scrapeConfig(m *monitoringv1alpha1.ScrapeConfig) ([]yaml.Map
 		cfg = append(cfg, item("dns_sd_configs", sds))
 	}
 
-	rel = append(rel, relabelings(spec.RelabelConfigs)...)
-	rel = g.enforceNamespace(rel, m.Namespace)
+	// Prometheus Operator adds the enforced namespace label to a
+	// ScrapeConfig's targets only when it has relabelings of its own (its
+	// samples always get it, through metric_relabel_configs).
+	if len(spec.RelabelConfigs) > 0 {
+		rel = append(rel, relabelings(spec.RelabelConfigs)...)
+		rel = g.enforceNamespace(rel, m.Namespace)
+	}
 	cfg = append(cfg, item("relabel_configs", rel))
 	cfg = g.addMetricRelabelings(cfg, sc, spec.MetricRelabelConfigs, m.Namespace)
 	if spec.NameValidationScheme != nil {

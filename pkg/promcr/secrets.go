@@ -17,9 +17,9 @@ var ErrKeyNotFound = errors.New("promcr: key not found")
 
 // APISecrets is a [SecretGetter] that reads from the Kubernetes API with
 // GETs (RBAC: get on secrets and configmaps), as Prometheus Operator does.
-// It keeps every object it read for its own lifetime, so one APISecrets per
-// generation reads a Secret shared by many resources once, and the next
-// generation sees a rotated one. Safe for concurrent use.
+// It keeps every object it read for its own lifetime, so a Secret shared by
+// many resources is read once; a new APISecrets sees rotated ones. Safe
+// for concurrent use.
 type APISecrets struct {
 	ctx    context.Context
 	client kubernetes.Interface
@@ -100,6 +100,17 @@ func (a *APISecrets) fail(id string, err error) error {
 		a.transient = err
 	}
 	return err
+}
+
+// renew prepares the getter for another generation: reads use ctx, and
+// failed reads are tried again (the objects read successfully are kept
+// until the getter is replaced).
+func (a *APISecrets) renew(ctx context.Context) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.ctx = ctx
+	clear(a.errs)
+	a.transient = nil
 }
 
 // Transient returns the first read that failed for a reason other than

@@ -137,6 +137,12 @@ type runState struct {
 	nsInformer cache.SharedIndexInformer
 	missing    map[string]bool // kinds whose CRD was not found, logged once
 	decoded    map[types.UID]decoded
+	memo       *memo
+	// secrets keeps the Secrets and ConfigMaps read between generations
+	// until the next refresh, so that a change does not read them all
+	// again; failed reads are retried at every generation.
+	secrets    *APISecrets
+	rereadAll  bool
 	reported   map[string]string // kind/namespace/name → reason last logged
 	digest     [32]byte
 	applied    bool
@@ -171,6 +177,7 @@ func (w *Watcher) Run(ctx context.Context, onChange func([]*promconfig.ScrapeCon
 		informers: map[string]cache.SharedIndexInformer{},
 		missing:   map[string]bool{},
 		decoded:   map[types.UID]decoded{},
+		memo:      newMemo(),
 		reported:  map[string]string{},
 	}
 	if w.nsSel != nil {
@@ -205,7 +212,7 @@ func (w *Watcher) Run(ctx context.Context, onChange func([]*promconfig.ScrapeCon
 				arm(w.coalesce)
 			}
 		case <-refresh.C:
-			recheck = true
+			recheck, st.rereadAll = true, true
 			if !armed {
 				arm(0)
 			}
@@ -333,9 +340,13 @@ func (w *Watcher) update(ctx context.Context, st *runState, onChange func([]*pro
 	in, undecodable := w.snapshot(st)
 	rctx, cancel := context.WithTimeout(ctx, readTimeout)
 	defer cancel()
-	secrets := NewAPISecrets(rctx, w.client)
-	r := generate(w.cfg, in, secrets)
-	if err := secrets.Transient(); err != nil {
+	if st.secrets == nil || st.rereadAll {
+		st.secrets, st.rereadAll = NewAPISecrets(rctx, w.client), false
+	} else {
+		st.secrets.renew(rctx)
+	}
+	r := generateWith(w.cfg, in, st.secrets, st.memo)
+	if err := st.secrets.Transient(); err != nil {
 		if ctx.Err() == nil {
 			w.m.failures.Inc()
 			w.logger.Warn("Kubernetes API failed to answer a secret or configmap read; keeping the previous scrape configs", "err", err)

@@ -174,7 +174,7 @@ func TestWatcherCreateDelete(t *testing.T) {
 
 	start = time.Now()
 	h.delete(ServiceMonitorsResource, "default", "web")
-	h.waitJobs(10*time.Second)
+	h.waitJobs(10 * time.Second)
 	t.Logf("delete → onChange: %s", time.Since(start))
 	require.Less(t, time.Since(start), time.Second)
 

@@ -50,7 +50,7 @@ type API struct {
 	doneCh    chan struct{}
 
 	// runCtx is Run's context: collector sessions live as long as it.
-	runMu   sync.Mutex
+	runMu    sync.Mutex
 	runCtx   context.Context
 	started  bool
 	stopping bool

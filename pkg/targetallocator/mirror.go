@@ -37,10 +37,10 @@ type mirror struct {
 	// collectors a moment later, and a poll in between must not be told
 	// to stop scraping (its next poll is 30 s away).
 	lastOwner map[string]string
-	synced bool
-	rev    int64  // highest claims/ revision applied
-	gen    uint64 // bumped by every change
-	revCh  chan struct{}
+	synced    bool
+	rev       int64  // highest claims/ revision applied
+	gen       uint64 // bumped by every change
+	revCh     chan struct{}
 }
 
 func newMirror(cli *clientv3.Client, ks leases.Keyspace, logger *slog.Logger, onChange func()) *mirror {

@@ -1,6 +1,7 @@
 package web
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -28,9 +29,16 @@ func Merge(catalog Targets, owned ...Targets) Targets {
 	seen := make(map[string]bool, len(byID))
 	for _, c := range catalog.ActiveTargets {
 		if a, ok := byID[c.ID]; ok {
+			// A scraper's report may leave out what the catalog knows.
 			if len(a.DiscoveredLabels) == 0 {
 				a.DiscoveredLabels = c.DiscoveredLabels
 			}
+			if len(a.Labels) == 0 {
+				a.Labels = c.Labels
+			}
+			a.ScrapeInterval = cmp.Or(a.ScrapeInterval, c.ScrapeInterval)
+			a.ScrapeTimeout = cmp.Or(a.ScrapeTimeout, c.ScrapeTimeout)
+			a.GlobalURL = cmp.Or(a.GlobalURL, c.GlobalURL)
 			if a.ScrapeInterval == "" {
 				a.ScrapeInterval, a.ScrapeTimeout = c.ScrapeInterval, c.ScrapeTimeout
 			}

@@ -29,7 +29,7 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 		}
 		return (time.Duration(s * float64(time.Second))).Truncate(time.Microsecond).String()
 	},
-	"dur": humanDuration,
+	"dur":  humanDuration,
 	"list": func(s ...string) []string { return s },
 	"labels": func(m map[string]string) []string {
 		out := make([]string, 0, len(m))
@@ -56,11 +56,9 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 		}
 		return fmt.Sprintf("%.2f", f)
 	},
-	"pct": func(part, whole float64) float64 {
-		if whole <= 0 {
-			return 0
-		}
-		return math.Min(100, 100*part/whole)
+	// width is a bar width for a style attribute, from a percentage.
+	"width": func(pct float64) template.CSS {
+		return template.CSS(fmt.Sprintf("width:%.1f%%", math.Max(0, math.Min(100, pct))))
 	},
 	// setq returns the page's query with key set to value ("" removes it),
 	// for filter links that keep the other filters.

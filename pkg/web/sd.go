@@ -121,7 +121,7 @@ func ServiceDiscoveryPage(src TargetSource) http.Handler {
 			}
 		}
 		for name, p := range pools {
-			p.DroppedTotal = max(out.DroppedTargetCounts[name], len(reasons[name]), countOf(reasons[name]))
+			p.DroppedTotal = max(out.DroppedTargetCounts[name], countOf(reasons[name]))
 			p.Reasons = sortedCounts(reasons[name])
 		}
 		for _, name := range sortedSet(keys(pools)) {

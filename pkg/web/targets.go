@@ -1,7 +1,3 @@
-// Package web serves allot's HTTP surfaces that are not specific to one
-// service: the Prometheus-format targets API and page, health and readiness.
-// Services provide what they know through the small interfaces here; the
-// binary decides which are mounted.
 package web
 
 import (
@@ -82,6 +78,11 @@ type apiResponse struct {
 func WriteJSON(w http.ResponseWriter, v any) {
 	w.Header().Set("Content-Type", "application/json")
 	_ = json.NewEncoder(w).Encode(apiResponse{Status: "success", Data: v})
+}
+
+// writeJSONBody writes v as JSON without the API envelope.
+func writeJSONBody(w http.ResponseWriter, v any) {
+	_ = json.NewEncoder(w).Encode(v)
 }
 
 // WriteError writes a Prometheus API error answer.

@@ -100,7 +100,6 @@ func newCluster(t testing.TB) *cluster {
 	u, err := url.Parse(c.srv.URL)
 	require.NoError(t, err)
 	c.host = u.Host
-	require.NoError(t, c.pub.PutJob(context.Background(), c.job))
 	return c
 }
 
@@ -151,6 +150,9 @@ func (c *cluster) putTargets(prefix string, n int) []string {
 		c.instances[ts[i].ID] = ts[i].Labels["instance"]
 	}
 	c.mu.Unlock()
+	// The job goes with its targets (puts are idempotent), so that a
+	// test whose discoverer owns the catalog has no job of ours in it.
+	require.NoError(c.t, c.pub.PutJob(context.Background(), c.job))
 	require.NoError(c.t, c.pub.PutTargets(context.Background(), ts))
 	return ids
 }
@@ -208,18 +210,29 @@ func (c *cluster) waitOwned(ids []string, owners ...string) {
 	})
 }
 
-// waitScraped waits until the sink has n samples of `up` for every target
-// in ids, sent after since.
+// waitScraped waits until n samples of `up` were exported for every target
+// in ids after since.
 func (c *cluster) waitScraped(ids []string, n int, since time.Time) {
 	c.t.Helper()
+	insts := make([]string, len(ids))
+	for i, id := range ids {
+		insts[i] = c.instance(id)
+	}
+	c.waitInstances(insts, n, since)
+}
+
+// waitInstances waits until n samples of `up` were exported for every
+// instance in insts after since.
+func (c *cluster) waitInstances(insts []string, n int, since time.Time) {
+	c.t.Helper()
 	waitFor(c.t, eventually, func() (bool, string) {
-		behind := 0
-		for _, id := range ids {
-			if len(c.ledger.since(c.instance(id), since)) < n {
-				behind++
+		var behind []string
+		for _, inst := range insts {
+			if len(c.ledger.since(inst, since)) < n {
+				behind = append(behind, inst)
 			}
 		}
-		return behind == 0, fmt.Sprintf("%d of %d targets have fewer than %d samples", behind, len(ids), n)
+		return len(behind) == 0, fmt.Sprintf("%d of %d targets have fewer than %d samples: %v", len(behind), len(insts), n, behind)
 	})
 }
 

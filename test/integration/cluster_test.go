@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"sort"
@@ -16,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/moby/moby/api/types/container"
+	mobynet "github.com/moby/moby/api/types/network"
 	tc "github.com/testcontainers/testcontainers-go"
 	"github.com/testcontainers/testcontainers-go/network"
 	"github.com/testcontainers/testcontainers-go/wait"
@@ -78,6 +82,12 @@ func newCluster(t *testing.T, scrapers int) *cluster {
 	if os.Getenv("TESTCONTAINERS_RYUK_DISABLED") == "" {
 		t.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
 	}
+	// Published ports are on loopback (see run). Inside a container,
+	// testcontainers would otherwise guess the default gateway as the
+	// Docker host and send the tests' requests there.
+	if os.Getenv("TESTCONTAINERS_HOST_OVERRIDE") == "" {
+		t.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
+	}
 	ctx := t.Context()
 	c := &cluster{t: t, scrapers: map[string]*tc.DockerContainer{}}
 	var err error
@@ -97,39 +107,56 @@ func newCluster(t *testing.T, scrapers int) *cluster {
 	}
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("etcd%d", i)
-		c.etcd = append(c.etcd, c.run(name, image("ETCD_IMAGE", etcdImage), []*tc.DockerNetwork{c.control},
+		c.etcd = append(c.etcd, c.run(name, image("ETCD_IMAGE", etcdImage), []*tc.DockerNetwork{c.control}, []string{"2379/tcp"},
 			tc.WithCmd("/usr/local/bin/etcd", "--name", name, "--data-dir", "/var/lib/etcd/data",
 				"--listen-client-urls", "http://0.0.0.0:2379", "--advertise-client-urls", "http://"+name+":2379",
 				"--listen-peer-urls", "http://0.0.0.0:2380", "--initial-advertise-peer-urls", "http://"+name+":2380",
 				"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
 				"--initial-cluster-token", "allot-it", "--heartbeat-interval", "100", "--election-timeout", "1000")))
 	}
-	c.nats = c.run("nats", image("NATS_IMAGE", natsImage), []*tc.DockerNetwork{c.data},
+	c.waitEtcdHealthy(90 * time.Second)
+	c.nats = c.run("nats", image("NATS_IMAGE", natsImage), []*tc.DockerNetwork{c.data}, []string{"4222/tcp"},
 		tc.WithCmd("-js", "-sd", "/tmp/js", "-p", "4222"),
-		tc.WithWaitStrategy(wait.ForListeningPort("4222/tcp").WithStartupTimeout(30*time.Second)))
-	c.run("demo", allotImage, []*tc.DockerNetwork{c.data},
+		// Scratch has no shell for an in-container port check and 4222 is not
+		// published, so readiness is the server's own log line.
+		tc.WithWaitStrategy(wait.ForLog("Server is ready").WithStartupTimeout(30*time.Second)))
+	c.run("demo", allotImage, []*tc.DockerNetwork{c.data}, []string{"9100/tcp"},
 		tc.WithCmd("demo", "--demo.targets", fmt.Sprint(targets), "--demo.advertise", "demo:9100", "--web.listen-address", ":9100"))
-	c.sink = c.run("sink", allotImage, []*tc.DockerNetwork{c.data},
+	c.sink = c.run("sink", allotImage, []*tc.DockerNetwork{c.data}, []string{"4318/tcp"},
 		tc.WithCmd("sink", "--web.listen-address", ":4318"),
-		tc.WithExposedPorts("4318/tcp"),
 		tc.WithWaitStrategy(wait.ForHTTP("/-/healthy").WithPort("4318/tcp").WithStartupTimeout(30*time.Second)))
 	c.sinkURL = c.endpoint(c.sink, "4318/tcp")
 
-	c.discoverer = c.run("discoverer", allotImage, []*tc.DockerNetwork{c.control, c.data},
+	c.discoverer = c.run("discoverer", allotImage, []*tc.DockerNetwork{c.control, c.data}, []string{"8080/tcp"},
 		tc.WithCmd(append([]string{"discoverer", "--config.file", "/etc/allot/allot.yml"}, c.clusterFlags()...)...),
 		tc.WithFiles(
 			tc.ContainerFile{Reader: strings.NewReader(allotConfig), ContainerFilePath: "/etc/allot/allot.yml", FileMode: 0o644},
 			tc.ContainerFile{Reader: strings.NewReader("[]"), ContainerFilePath: "/etc/allot/extra.json", FileMode: 0o666},
 		),
-		tc.WithExposedPorts("8080/tcp"),
 		tc.WithWaitStrategy(wait.ForHTTP("/-/ready").WithPort("8080/tcp").WithStartupTimeout(90*time.Second)))
 	c.discURL = c.endpoint(c.discoverer, "8080/tcp")
-	c.run("rebalancer", allotImage, []*tc.DockerNetwork{c.control},
+	c.run("rebalancer", allotImage, []*tc.DockerNetwork{c.control}, []string{"8080/tcp"},
 		tc.WithCmd(append([]string{"rebalancer", "--rebalancer.interval", "2s"}, c.clusterFlags()...)...))
 	for i := 1; i <= scrapers; i++ {
 		c.addScraper(fmt.Sprintf("scraper-%d", i))
 	}
 	return c
+}
+
+// waitEtcdHealthy waits until every member answers etcdctl endpoint health,
+// run inside the member itself (the images have no shell, but etcdctl).
+func (c *cluster) waitEtcdHealthy(timeout time.Duration) {
+	c.t.Helper()
+	waitFor(c.t, timeout, "etcd cluster healthy", func() bool {
+		for _, m := range c.etcd {
+			code, _, err := m.Exec(c.t.Context(), []string{"/usr/local/bin/etcdctl", "--endpoints=http://127.0.0.1:2379",
+				"--command-timeout=2s", "endpoint", "health"})
+			if err != nil || code != 0 {
+				return false
+			}
+		}
+		return true
+	})
 }
 
 func (c *cluster) clusterFlags() []string {
@@ -144,10 +171,9 @@ func (c *cluster) clusterFlags() []string {
 
 func (c *cluster) addScraper(id string) *tc.DockerContainer {
 	c.t.Helper()
-	s := c.run(id, allotImage, []*tc.DockerNetwork{c.control, c.data},
+	s := c.run(id, allotImage, []*tc.DockerNetwork{c.control, c.data}, []string{"8080/tcp"},
 		tc.WithCmd(append([]string{"scraper", "--scraper.id", id, "--otlp.endpoint", "http://sink:4318",
 			"--web.external-address", id + ":8080"}, c.clusterFlags()...)...),
-		tc.WithExposedPorts("8080/tcp"),
 		tc.WithWaitStrategy(wait.ForHTTP("/-/healthy").WithPort("8080/tcp").WithStartupTimeout(90*time.Second)))
 	c.mu.Lock()
 	c.scrapers[id] = s
@@ -155,13 +181,27 @@ func (c *cluster) addScraper(id string) *tc.DockerContainer {
 	return s
 }
 
-// run starts a container named name (also its alias on every network).
-func (c *cluster) run(name, img string, nets []*tc.DockerNetwork, opts ...tc.ContainerCustomizer) *tc.DockerContainer {
+// run starts a container named name (also its alias on every network). Its
+// ports are published on loopback only: nothing of the cluster is reachable
+// from outside this machine, and the tests never talk to anything but
+// 127.0.0.1 and the private networks.
+func (c *cluster) run(name, img string, nets []*tc.DockerNetwork, ports []string, opts ...tc.ContainerCustomizer) *tc.DockerContainer {
 	c.t.Helper()
 	for _, n := range nets {
 		opts = append(opts, network.WithNetwork([]string{name}, n))
 	}
-	opts = append(opts, tc.WithName(fmt.Sprintf("allot-it-%s-%d", name, time.Now().UnixNano()%1e6)))
+	opts = append(opts,
+		tc.WithName(fmt.Sprintf("allot-it-%s-%d", name, time.Now().UnixNano()%1e6)),
+		// Without exposed ports testcontainers publishes every port the image
+		// EXPOSEs, on all interfaces.
+		tc.WithExposedPorts(ports...),
+		tc.WithHostConfigModifier(func(hc *container.HostConfig) {
+			hc.PortBindings = mobynet.PortMap{}
+			for _, p := range ports {
+				hc.PortBindings[mobynet.MustParsePort(p)] = []mobynet.PortBinding{{HostIP: netip.MustParseAddr("127.0.0.1")}}
+			}
+		}),
+	)
 	ctr, err := tc.Run(c.t.Context(), img, opts...)
 	if ctr != nil {
 		c.t.Cleanup(func() {
@@ -213,7 +253,7 @@ func docker(t *testing.T, args ...string) {
 // samples returns, per series matching match, the sample timestamps (ms).
 func (c *cluster) samples(match string) map[string][]int64 {
 	c.t.Helper()
-	resp, err := http.Get(c.sinkURL + "/api/v1/samples?match=" + match)
+	resp, err := http.Get(c.sinkURL + "/api/v1/samples?match=" + url.QueryEscape(match))
 	if err != nil {
 		c.t.Fatalf("sink: %v", err)
 	}
