@@ -8,15 +8,26 @@ import (
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes/fake"
 )
 
-// BenchmarkGenerate measures a full regeneration, which the Watcher runs
-// after every (coalesced) change: n ServiceMonitors of two endpoints each,
-// one with basic auth from a Secret, read through APISecrets.
+// BenchmarkGenerate measures what the Watcher runs after every (coalesced)
+// change: n ServiceMonitors of two endpoints each, one with basic auth from
+// a Secret read through APISecrets. "cold" generates everything (the first
+// generation, or Generate); "one-changed" is a regeneration after one
+// ServiceMonitor changed, the others reused from the memo.
 func BenchmarkGenerate(b *testing.B) {
-	for _, n := range []int{100, 1000} {
-		b.Run(fmt.Sprintf("servicemonitors=%d", n), func(b *testing.B) {
+	for _, bc := range []struct {
+		n    int
+		warm bool
+	}{{100, false}, {1000, false}, {100, true}, {1000, true}} {
+		n := bc.n
+		mode := "cold"
+		if bc.warm {
+			mode = "one-changed"
+		}
+		b.Run(fmt.Sprintf("servicemonitors=%d/%s", n, mode), func(b *testing.B) {
 			client := fake.NewClientset(&corev1.Secret{
 				ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "auth"},
 				Data:       map[string][]byte{"user": []byte("u"), "pass": []byte("p")},
@@ -24,7 +35,8 @@ func BenchmarkGenerate(b *testing.B) {
 			var in Resources
 			for i := range n {
 				in.ServiceMonitors = append(in.ServiceMonitors, &monitoringv1.ServiceMonitor{
-					ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fmt.Sprintf("sm-%d", i)},
+					ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: fmt.Sprintf("sm-%d", i),
+						UID: types.UID(fmt.Sprintf("uid-%d", i)), ResourceVersion: "1"},
 					Spec: monitoringv1.ServiceMonitorSpec{
 						Selector: metav1.LabelSelector{MatchLabels: map[string]string{"app": fmt.Sprintf("app-%d", i)}},
 						Endpoints: []monitoringv1.Endpoint{
@@ -42,10 +54,18 @@ func BenchmarkGenerate(b *testing.B) {
 				})
 			}
 			cfg := Config{Enabled: true}
+			var m *memo
+			if bc.warm {
+				m = newMemo()
+				generateWith(cfg, in, NewAPISecrets(context.Background(), client), m)
+			}
+			version := 1
 			b.ReportAllocs()
 			b.ResetTimer()
 			for b.Loop() {
-				r := generate(cfg, in, NewAPISecrets(context.Background(), client))
+				version++
+				in.ServiceMonitors[0].ResourceVersion = fmt.Sprint(version)
+				r := generateWith(cfg, in, NewAPISecrets(context.Background(), client), m)
 				if len(r.configs) != 2*n || len(r.skipped) != 0 {
 					b.Fatalf("%d configs, %d skipped", len(r.configs), len(r.skipped))
 				}

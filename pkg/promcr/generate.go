@@ -268,24 +268,24 @@ func generateWith(cfg Config, in Resources, secrets SecretGetter, m *memo) resul
 		gen  func() ([]yaml.MapSlice, error)
 	}
 	var items []item
-	for _, m := range in.ServiceMonitors {
-		if m != nil {
-			items = append(items, item{KindServiceMonitor, &m.ObjectMeta, func() ([]yaml.MapSlice, error) { return g.serviceMonitor(m) }})
+	for _, o := range in.ServiceMonitors {
+		if o != nil {
+			items = append(items, item{KindServiceMonitor, &o.ObjectMeta, func() ([]yaml.MapSlice, error) { return g.serviceMonitor(o) }})
 		}
 	}
-	for _, m := range in.PodMonitors {
-		if m != nil {
-			items = append(items, item{KindPodMonitor, &m.ObjectMeta, func() ([]yaml.MapSlice, error) { return g.podMonitor(m) }})
+	for _, o := range in.PodMonitors {
+		if o != nil {
+			items = append(items, item{KindPodMonitor, &o.ObjectMeta, func() ([]yaml.MapSlice, error) { return g.podMonitor(o) }})
 		}
 	}
-	for _, m := range in.Probes {
-		if m != nil {
-			items = append(items, item{KindProbe, &m.ObjectMeta, func() ([]yaml.MapSlice, error) { return g.probe(m) }})
+	for _, o := range in.Probes {
+		if o != nil {
+			items = append(items, item{KindProbe, &o.ObjectMeta, func() ([]yaml.MapSlice, error) { return g.probe(o) }})
 		}
 	}
-	for _, m := range in.ScrapeConfigs {
-		if m != nil {
-			items = append(items, item{KindScrapeConfig, &m.ObjectMeta, func() ([]yaml.MapSlice, error) { return g.scrapeConfig(m) }})
+	for _, o := range in.ScrapeConfigs {
+		if o != nil {
+			items = append(items, item{KindScrapeConfig, &o.ObjectMeta, func() ([]yaml.MapSlice, error) { return g.scrapeConfig(o) }})
 		}
 	}
 	slices.SortStableFunc(items, func(a, b item) int {

@@ -141,11 +141,11 @@ type runState struct {
 	// secrets keeps the Secrets and ConfigMaps read between generations
 	// until the next refresh, so that a change does not read them all
 	// again; failed reads are retried at every generation.
-	secrets    *APISecrets
-	rereadAll  bool
-	reported   map[string]string // kind/namespace/name → reason last logged
-	digest     [32]byte
-	applied    bool
+	secrets   *APISecrets
+	rereadAll bool
+	reported  map[string]string // kind/namespace/name → reason last logged
+	digest    [32]byte
+	applied   bool
 }
 
 type decoded struct {

@@ -246,7 +246,11 @@ func TestWatcherKeepsConfigsWhenTheAPIFails(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "auth"},
 		Data:       map[string][]byte{"token": []byte("t0ken")},
 	}
-	h := newHarness(t, Config{}, monitoringV1, secret)
+	other := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "other"},
+		Data:       map[string][]byte{"token": []byte("0ther")},
+	}
+	h := newHarness(t, Config{}, monitoringV1, secret, other)
 	h.w.retry = 50 * time.Millisecond
 	require.Empty(t, h.next(20*time.Second))
 	h.create(ServiceMonitorsResource, serviceMonitor("default", "web", map[string]any{
@@ -255,8 +259,9 @@ func TestWatcherKeepsConfigsWhenTheAPIFails(t *testing.T) {
 	}))
 	h.waitJobs(10*time.Second, "serviceMonitor/default/web/0")
 
-	// The API server fails secret reads: a change arrives, but its
-	// generation is dropped rather than losing the job, and retried.
+	// The API server fails secret reads: a change needing a Secret not
+	// read yet arrives, but its generation is dropped rather than losing
+	// the job, and retried.
 	var failing atomic.Bool
 	failing.Store(true)
 	h.client.PrependReactor("get", "secrets", func(k8stesting.Action) (bool, runtime.Object, error) {
@@ -265,7 +270,10 @@ func TestWatcherKeepsConfigsWhenTheAPIFails(t *testing.T) {
 		}
 		return false, nil, nil
 	})
-	h.create(ServiceMonitorsResource, serviceMonitor("default", "api", map[string]any{"port": "http"}))
+	h.create(ServiceMonitorsResource, serviceMonitor("default", "api", map[string]any{
+		"port":          "http",
+		"authorization": map[string]any{"credentials": map[string]any{"name": "other", "key": "token"}},
+	}))
 	require.Eventually(t, func() bool { return testutil.ToFloat64(h.w.m.failures) >= 2 }, 10*time.Second, 10*time.Millisecond)
 	select {
 	case c := <-h.updates:
@@ -274,6 +282,26 @@ func TestWatcherKeepsConfigsWhenTheAPIFails(t *testing.T) {
 	}
 	failing.Store(false)
 	h.waitJobs(10*time.Second, "serviceMonitor/default/api/0", "serviceMonitor/default/web/0")
+}
+
+func TestWatcherPicksUpRotatedSecrets(t *testing.T) {
+	secret := &corev1.Secret{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "default", Name: "auth"},
+		Data:       map[string][]byte{"token": []byte("old")},
+	}
+	h := newHarness(t, Config{RefreshInterval: 100 * time.Millisecond}, monitoringV1, secret)
+	h.create(ServiceMonitorsResource, serviceMonitor("default", "web", map[string]any{
+		"port":          "http",
+		"authorization": map[string]any{"credentials": map[string]any{"name": "auth", "key": "token"}},
+	}))
+	got := h.waitJobs(20*time.Second, "serviceMonitor/default/web/0")
+	require.Equal(t, "old", string(got[0].HTTPClientConfig.Authorization.Credentials))
+
+	secret.Data["token"] = []byte("new")
+	_, err := h.client.CoreV1().Secrets("default").Update(context.Background(), secret, metav1.UpdateOptions{})
+	require.NoError(t, err)
+	got = h.waitJobs(10*time.Second, "serviceMonitor/default/web/0")
+	require.Equal(t, "new", string(got[0].HTTPClientConfig.Authorization.Credentials), "the refresh reads the Secret again")
 }
 
 func TestWatcherNamespaceSelector(t *testing.T) {

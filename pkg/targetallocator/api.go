@@ -2,6 +2,7 @@ package targetallocator
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -248,7 +249,24 @@ func (a *API) countCollectors() int {
 	return len(cs)
 }
 
+// errIDTaken means a collector_id is the ID of a live scraper.
+var errIDTaken = errors.New("the ID of a live scraper")
+
 func (a *API) open(ctx context.Context, id, addr string) (*collector, error) {
+	// The member watch may not show a scraper that just started: ask etcd,
+	// or a collector could take over a scraper's member entry.
+	gctx, gcancel := context.WithTimeout(ctx, 10*time.Second)
+	resp, err := a.etcd.Get(gctx, a.cfg.Keyspace.Member(id))
+	gcancel()
+	if err != nil {
+		return nil, fmt.Errorf("check member %s: %w", id, err)
+	}
+	if len(resp.Kvs) > 0 {
+		var m leases.Member
+		if json.Unmarshal(resp.Kvs[0].Value, &m) == nil && m.Kind != leases.KindCollector {
+			return nil, fmt.Errorf("collector_id %q: %w", id, errIDTaken)
+		}
+	}
 	sess, err := leases.NewSession(ctx, a.etcd, leases.SessionConfig{TTL: a.cfg.CollectorTTL},
 		a.logger.With("collector", id), a.promReg)
 	if err != nil {

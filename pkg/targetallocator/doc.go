@@ -15,7 +15,7 @@
 // (the unowned targets whose slot's preferred owner over all live members
 // is the collector, and after a grace period the ones nobody else claimed)
 // and completes the rebalancer's moves to them (Claims.TakeOver). A
-// collector answers are the targets whose claim it owns. When a
+// collector's answers are the targets whose claim it owns. When a
 // collector's polls stop for CollectorTTL the API revokes its lease: its
 // member entry and claims vanish at once, and scrapers or other
 // collectors take its targets.

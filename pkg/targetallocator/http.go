@@ -2,6 +2,7 @@ package targetallocator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -151,6 +152,10 @@ func (a *API) serveTargets(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	addr := hostOf(r.RemoteAddr)
 	_, fresh, err := a.reg.ensure(ctx, id, time.Now(), func(id string, reg *registration) { a.register(id, addr, reg) })
+	if errors.Is(err, errIDTaken) {
+		writeError(w, http.StatusConflict, err)
+		return
+	}
 	if err != nil {
 		a.logger.Warn("poll from unregistered collector", "collector", id, "err", err)
 		writeError(w, http.StatusServiceUnavailable, err)

@@ -280,8 +280,12 @@ func settle(t *testing.T, rs []*running) {
 				n++
 			}
 		}
-		return n > 0 && disturbances(rs) == before && time.Since(since) > poolTTL
-	}, 60*time.Second, 100*time.Millisecond, "pool whole again")
+		// A lost lease's claims live on the server for up to one TTL and
+		// are then reclaimed by the first choice at once or by the second
+		// after the grace: before that its targets are in nobody's owned
+		// set, and a measurement would find them unscraped.
+		return n > 0 && disturbances(rs) == before && time.Since(since) > 2*poolTTL+DefaultClaimGrace
+	}, 90*time.Second, 100*time.Millisecond, "pool whole again")
 }
 
 // checkExclusive asserts that no two scrapers ever forwarded samples of one

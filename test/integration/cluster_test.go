@@ -3,6 +3,7 @@
 package integration
 
 import (
+	"bufio"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"sort"
 	"strings"
 	"sync"
@@ -31,11 +33,13 @@ const (
 	natsImage  = "nats:2.15.2"
 
 	// interval is the scrape interval. The lease TTL is shorter than it, so a
-	// crashed scraper's targets are scraped again within one interval: at most
-	// one sample missing per target.
+	// crashed scraper's targets are claimed again before their next scrape
+	// is due: at most one sample missing per target.
 	interval = 5 * time.Second
 	leaseTTL = 3 * time.Second
-	targets  = 30
+	// rebalanceEvery is the rebalancer's --rebalancer.interval.
+	rebalanceEvery = 2 * time.Second
+	targets        = 30
 )
 
 func image(env, def string) string {
@@ -48,19 +52,33 @@ func image(env, def string) string {
 // cluster is one allot deployment on two networks: "control" carries etcd,
 // "data" carries NATS, the targets and the sink. Scrapers and the discoverer
 // sit on both, so a scraper can be cut off from etcd alone.
+//
+// Its methods take the *testing.T of the (sub)test that calls them, so a
+// failure ends that subtest and not the whole run; the containers belong to
+// the top-level test.
 type cluster struct {
-	t       *testing.T
+	t       *testing.T // owner of the containers and networks
 	control *tc.DockerNetwork
 	data    *tc.DockerNetwork
 
-	mu         sync.Mutex
 	etcd       []*tc.DockerContainer
 	nats       *tc.DockerContainer
 	sink       *tc.DockerContainer
 	discoverer *tc.DockerContainer
-	scrapers   map[string]*tc.DockerContainer
+	rebalancer *tc.DockerContainer
 	sinkURL    string
 	discURL    string
+	rebURL     string
+
+	mu       sync.Mutex
+	scrapers map[string]*tc.DockerContainer
+
+	etcdc  *etcdClient
+	claims *claimLog
+	// instances maps target IDs to instance labels (demo targets and the
+	// extra target), from the discoverer's catalog.
+	instMu    sync.Mutex
+	instances map[string]string
 }
 
 const allotConfig = `global:
@@ -83,13 +101,13 @@ func newCluster(t *testing.T, scrapers int) *cluster {
 		t.Setenv("TESTCONTAINERS_RYUK_DISABLED", "true")
 	}
 	// Published ports are on loopback (see run). Inside a container,
-	// testcontainers would otherwise guess the default gateway as the
+	// testcontainers would otherwise take the default gateway for the
 	// Docker host and send the tests' requests there.
 	if os.Getenv("TESTCONTAINERS_HOST_OVERRIDE") == "" {
 		t.Setenv("TESTCONTAINERS_HOST_OVERRIDE", "127.0.0.1")
 	}
 	ctx := t.Context()
-	c := &cluster{t: t, scrapers: map[string]*tc.DockerContainer{}}
+	c := &cluster{t: t, scrapers: map[string]*tc.DockerContainer{}, instances: map[string]string{}}
 	var err error
 	if c.control, err = network.New(ctx); err != nil {
 		t.Fatalf("control network: %v", err)
@@ -99,101 +117,146 @@ func newCluster(t *testing.T, scrapers int) *cluster {
 		t.Fatalf("data network: %v", err)
 	}
 	t.Cleanup(func() { _ = c.data.Remove(context.Background()) })
+	t.Logf("container logs go to %s", t.ArtifactDir())
 
-	// etcd: three members started together (none is ready before quorum).
+	// etcd: three members started together; none is ready before quorum,
+	// so health is checked once all three run.
 	var initial []string
 	for i := 1; i <= 3; i++ {
 		initial = append(initial, fmt.Sprintf("etcd%d=http://etcd%d:2380", i, i))
 	}
 	for i := 1; i <= 3; i++ {
 		name := fmt.Sprintf("etcd%d", i)
-		c.etcd = append(c.etcd, c.run(name, image("ETCD_IMAGE", etcdImage), []*tc.DockerNetwork{c.control}, []string{"2379/tcp"},
+		c.etcd = append(c.etcd, c.run(t, name, image("ETCD_IMAGE", etcdImage), []*tc.DockerNetwork{c.control}, []string{"2379/tcp"},
 			tc.WithCmd("/usr/local/bin/etcd", "--name", name, "--data-dir", "/var/lib/etcd/data",
 				"--listen-client-urls", "http://0.0.0.0:2379", "--advertise-client-urls", "http://"+name+":2379",
 				"--listen-peer-urls", "http://0.0.0.0:2380", "--initial-advertise-peer-urls", "http://"+name+":2380",
 				"--initial-cluster", strings.Join(initial, ","), "--initial-cluster-state", "new",
 				"--initial-cluster-token", "allot-it", "--heartbeat-interval", "100", "--election-timeout", "1000")))
 	}
-	c.waitEtcdHealthy(90 * time.Second)
-	c.nats = c.run("nats", image("NATS_IMAGE", natsImage), []*tc.DockerNetwork{c.data}, []string{"4222/tcp"},
-		tc.WithCmd("-js", "-sd", "/tmp/js", "-p", "4222"),
-		// Scratch has no shell for an in-container port check and 4222 is not
-		// published, so readiness is the server's own log line.
-		tc.WithWaitStrategy(wait.ForLog("Server is ready").WithStartupTimeout(30*time.Second)))
-	c.run("demo", allotImage, []*tc.DockerNetwork{c.data}, []string{"9100/tcp"},
-		tc.WithCmd("demo", "--demo.targets", fmt.Sprint(targets), "--demo.advertise", "demo:9100", "--web.listen-address", ":9100"))
-	c.sink = c.run("sink", allotImage, []*tc.DockerNetwork{c.data}, []string{"4318/tcp"},
-		tc.WithCmd("sink", "--web.listen-address", ":4318"),
-		tc.WithWaitStrategy(wait.ForHTTP("/-/healthy").WithPort("4318/tcp").WithStartupTimeout(30*time.Second)))
-	c.sinkURL = c.endpoint(c.sink, "4318/tcp")
+	c.waitEtcdHealthy(t, 90*time.Second)
+	c.etcdc = newEtcdClient(t, c)
+	c.claims = startClaimLog(t, c.etcdc)
 
-	c.discoverer = c.run("discoverer", allotImage, []*tc.DockerNetwork{c.control, c.data}, []string{"8080/tcp"},
-		tc.WithCmd(append([]string{"discoverer", "--config.file", "/etc/allot/allot.yml"}, c.clusterFlags()...)...),
+	c.nats = c.run(t, "nats", image("NATS_IMAGE", natsImage), []*tc.DockerNetwork{c.data}, []string{"4222/tcp"},
+		tc.WithCmd("-js", "-sd", "/tmp/js", "-p", "4222"),
+		// Scratch has no shell for an in-container port check, so readiness
+		// is the server's own log line.
+		tc.WithWaitStrategy(wait.ForLog("Server is ready").WithStartupTimeout(30*time.Second)))
+	c.run(t, "demo", image("ALLOT_IMAGE", allotImage), []*tc.DockerNetwork{c.data}, []string{"9100/tcp"},
+		tc.WithCmd("demo", "--demo.targets", fmt.Sprint(targets), "--demo.advertise", "demo:9100", "--web.listen-address", ":9100"),
+		healthcheck("http://127.0.0.1:9100/"),
+		tc.WithWaitStrategy(wait.ForHTTP("/sd").WithPort("9100/tcp").WithStartupTimeout(30*time.Second)))
+	c.sink = c.run(t, "sink", image("ALLOT_IMAGE", allotImage), []*tc.DockerNetwork{c.data}, []string{"4318/tcp"},
+		tc.WithCmd("sink", "--web.listen-address", ":4318"),
+		healthcheck("http://127.0.0.1:4318/-/healthy"),
+		tc.WithWaitStrategy(wait.ForHTTP("/-/healthy").WithPort("4318/tcp").WithStartupTimeout(30*time.Second)))
+	c.sinkURL = c.endpoint(t, c.sink, "4318/tcp")
+
+	c.discoverer = c.run(t, "discoverer", image("ALLOT_IMAGE", allotImage), []*tc.DockerNetwork{c.control, c.data}, []string{"8080/tcp"},
+		tc.WithCmd(append([]string{"discoverer", "--config.file", "/etc/allot/allot.yml"}, c.clusterFlags(false)...)...),
+		// Copied as root; the image's user (65532) only reads them.
 		tc.WithFiles(
 			tc.ContainerFile{Reader: strings.NewReader(allotConfig), ContainerFilePath: "/etc/allot/allot.yml", FileMode: 0o644},
-			tc.ContainerFile{Reader: strings.NewReader("[]"), ContainerFilePath: "/etc/allot/extra.json", FileMode: 0o666},
+			tc.ContainerFile{Reader: strings.NewReader("[]"), ContainerFilePath: "/etc/allot/extra.json", FileMode: 0o644},
 		),
 		tc.WithWaitStrategy(wait.ForHTTP("/-/ready").WithPort("8080/tcp").WithStartupTimeout(90*time.Second)))
-	c.discURL = c.endpoint(c.discoverer, "8080/tcp")
-	c.run("rebalancer", allotImage, []*tc.DockerNetwork{c.control}, []string{"8080/tcp"},
-		tc.WithCmd(append([]string{"rebalancer", "--rebalancer.interval", "2s"}, c.clusterFlags()...)...))
+	c.discURL = c.endpoint(t, c.discoverer, "8080/tcp")
+	c.rebalancer = c.run(t, "rebalancer", image("ALLOT_IMAGE", allotImage), []*tc.DockerNetwork{c.control}, []string{"8080/tcp"},
+		tc.WithCmd(append([]string{"rebalancer", "--rebalancer.id", "rebalancer", "--rebalancer.interval", rebalanceEvery.String()}, c.clusterFlags(true)...)...),
+		tc.WithWaitStrategy(wait.ForHTTP("/-/ready").WithPort("8080/tcp").WithStartupTimeout(90*time.Second)))
+	c.rebURL = c.endpoint(t, c.rebalancer, "8080/tcp")
 	for i := 1; i <= scrapers; i++ {
-		c.addScraper(fmt.Sprintf("scraper-%d", i))
+		c.addScraper(t, fmt.Sprintf("scraper-%d", i))
 	}
 	return c
 }
 
-// waitEtcdHealthy waits until every member answers etcdctl endpoint health,
-// run inside the member itself (the images have no shell, but etcdctl).
-func (c *cluster) waitEtcdHealthy(timeout time.Duration) {
-	c.t.Helper()
-	waitFor(c.t, timeout, "etcd cluster healthy", func() bool {
-		for _, m := range c.etcd {
-			code, _, err := m.Exec(c.t.Context(), []string{"/usr/local/bin/etcdctl", "--endpoints=http://127.0.0.1:2379",
-				"--command-timeout=2s", "endpoint", "health"})
-			if err != nil || code != 0 {
-				return false
-			}
-		}
-		return true
-	})
-}
-
-func (c *cluster) clusterFlags() []string {
-	return []string{
+// clusterFlags are the flags every networked role takes; with session, also
+// the lease flag of the roles that hold a session (scraper, rebalancer).
+func (c *cluster) clusterFlags(session bool) []string {
+	f := []string{
 		"--etcd.endpoints", "http://etcd1:2379,http://etcd2:2379,http://etcd3:2379",
 		"--nats.url", "nats://nats:4222",
-		"--lease.ttl", leaseTTL.String(),
 		"--startup.timeout", "90s",
 		"--log.level", "debug",
 	}
+	if session {
+		f = append(f, "--lease.ttl", leaseTTL.String())
+	}
+	return f
 }
 
-func (c *cluster) addScraper(id string) *tc.DockerContainer {
-	c.t.Helper()
-	s := c.run(id, allotImage, []*tc.DockerNetwork{c.control, c.data}, []string{"8080/tcp"},
+func (c *cluster) scraperRequest(id string) []tc.ContainerCustomizer {
+	return []tc.ContainerCustomizer{
 		tc.WithCmd(append([]string{"scraper", "--scraper.id", id, "--otlp.endpoint", "http://sink:4318",
-			"--web.external-address", id + ":8080"}, c.clusterFlags()...)...),
-		tc.WithWaitStrategy(wait.ForHTTP("/-/healthy").WithPort("8080/tcp").WithStartupTimeout(90*time.Second)))
+			"--web.external-address", id + ":8080"}, c.clusterFlags(true)...)...),
+		tc.WithWaitStrategy(wait.ForHTTP("/-/healthy").WithPort("8080/tcp").WithStartupTimeout(90 * time.Second)),
+	}
+}
+
+func (c *cluster) addScraper(t *testing.T, id string) *tc.DockerContainer {
+	t.Helper()
+	s, err := c.startScraper(t, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// startScraper starts scraper id; unlike addScraper it may run on any
+// goroutine.
+func (c *cluster) startScraper(t *testing.T, id string) (*tc.DockerContainer, error) {
+	s, err := c.start(t, id, image("ALLOT_IMAGE", allotImage), []*tc.DockerNetwork{c.control, c.data}, []string{"8080/tcp"}, c.scraperRequest(id)...)
+	if err != nil {
+		return nil, err
+	}
 	c.mu.Lock()
 	c.scrapers[id] = s
 	c.mu.Unlock()
-	return s
+	return s, nil
+}
+
+func (c *cluster) scraper(id string) *tc.DockerContainer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.scrapers[id]
+}
+
+// healthcheck replaces the image's HEALTHCHECK (which probes :8080) for the
+// roles that serve elsewhere, so `docker ps` tells the truth.
+func healthcheck(url string) tc.CustomizeRequestOption {
+	return tc.WithConfigModifier(func(cfg *container.Config) {
+		cfg.Healthcheck = &container.HealthConfig{
+			Test:     []string{"CMD", "/allot", "healthcheck", "--url", url},
+			Interval: 10 * time.Second, Timeout: 3 * time.Second, Retries: 3,
+		}
+	})
 }
 
 // run starts a container named name (also its alias on every network). Its
 // ports are published on loopback only: nothing of the cluster is reachable
-// from outside this machine, and the tests never talk to anything but
-// 127.0.0.1 and the private networks.
-func (c *cluster) run(name, img string, nets []*tc.DockerNetwork, ports []string, opts ...tc.ContainerCustomizer) *tc.DockerContainer {
-	c.t.Helper()
+// from outside this machine, and the tests talk to nothing but 127.0.0.1
+// and the private networks. Its whole log is written to the artifact
+// directory at the end, and its tail to the test log if the test failed.
+func (c *cluster) run(t *testing.T, name, img string, nets []*tc.DockerNetwork, ports []string, opts ...tc.ContainerCustomizer) *tc.DockerContainer {
+	t.Helper()
+	ctr, err := c.start(t, name, img, nets, ports, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ctr
+}
+
+// start is run for any goroutine: it returns the error.
+func (c *cluster) start(t *testing.T, name, img string, nets []*tc.DockerNetwork, ports []string, opts ...tc.ContainerCustomizer) (*tc.DockerContainer, error) {
 	for _, n := range nets {
 		opts = append(opts, network.WithNetwork([]string{name}, n))
 	}
 	opts = append(opts,
 		tc.WithName(fmt.Sprintf("allot-it-%s-%d", name, time.Now().UnixNano()%1e6)),
-		// Without exposed ports testcontainers publishes every port the image
-		// EXPOSEs, on all interfaces.
+		// Without exposed ports testcontainers publishes every port the
+		// image EXPOSEs, on all interfaces.
 		tc.WithExposedPorts(ports...),
 		tc.WithHostConfigModifier(func(hc *container.HostConfig) {
 			hc.PortBindings = mobynet.PortMap{}
@@ -202,40 +265,76 @@ func (c *cluster) run(name, img string, nets []*tc.DockerNetwork, ports []string
 			}
 		}),
 	)
-	ctr, err := tc.Run(c.t.Context(), img, opts...)
+	ctr, err := tc.Run(t.Context(), img, opts...)
 	if ctr != nil {
 		c.t.Cleanup(func() {
-			if c.t.Failed() {
-				c.dumpLogs(name, ctr)
-			}
+			c.saveLogs(name, ctr)
 			_ = ctr.Terminate(context.Background())
 		})
 	}
 	if err != nil {
-		c.t.Fatalf("start %s (%s): %v", name, img, err)
+		return nil, fmt.Errorf("start %s (%s): %w", name, img, err)
 	}
-	return ctr
+	return ctr, nil
 }
 
-func (c *cluster) dumpLogs(name string, ctr *tc.DockerContainer) {
-	rc, err := ctr.Logs(context.Background())
+func (c *cluster) saveLogs(name string, ctr *tc.DockerContainer) {
+	b, err := containerLogs(ctr)
 	if err != nil {
+		c.t.Logf("logs of %s: %v", name, err)
 		return
 	}
-	defer rc.Close()
-	b, _ := io.ReadAll(rc)
-	lines := strings.Split(string(b), "\n")
-	if len(lines) > 60 {
-		lines = lines[len(lines)-60:]
+	_ = os.WriteFile(filepath.Join(c.t.ArtifactDir(), name+".log"), b, 0o644)
+	if !c.t.Failed() || strings.HasPrefix(name, "etcd") || name == "nats" || name == "demo" || name == "sink" {
+		return
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > 40 {
+		lines = lines[len(lines)-40:]
 	}
 	c.t.Logf("--- last logs of %s ---\n%s", name, strings.Join(lines, "\n"))
 }
 
-func (c *cluster) endpoint(ctr *tc.DockerContainer, port string) string {
-	c.t.Helper()
-	ep, err := ctr.PortEndpoint(c.t.Context(), port, "http")
+func containerLogs(ctr *tc.DockerContainer) ([]byte, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rc, err := ctr.Logs(ctx)
 	if err != nil {
-		c.t.Fatalf("endpoint %s: %v", port, err)
+		return nil, err
+	}
+	defer rc.Close()
+	return io.ReadAll(rc)
+}
+
+// logTimes returns the times of a container's log lines (logfmt, as allot
+// writes them) that contain msg.
+func logTimes(t *testing.T, ctr *tc.DockerContainer, msg string) []time.Time {
+	t.Helper()
+	b, err := containerLogs(ctr)
+	if err != nil {
+		t.Fatalf("logs: %v", err)
+	}
+	var out []time.Time
+	sc := bufio.NewScanner(strings.NewReader(string(b)))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.Contains(line, msg) || !strings.HasPrefix(line, "time=") {
+			continue
+		}
+		ts, _, _ := strings.Cut(strings.TrimPrefix(line, "time="), " ")
+		if at, err := time.Parse(time.RFC3339Nano, ts); err == nil {
+			out = append(out, at)
+		}
+	}
+	return out
+}
+
+func (c *cluster) endpoint(t *testing.T, ctr *tc.DockerContainer, port string) string {
+	t.Helper()
+	ep, err := ctr.PortEndpoint(t.Context(), port, "http")
+	if err != nil {
+		t.Fatalf("endpoint %s: %v", port, err)
 	}
 	return ep
 }
@@ -250,18 +349,31 @@ func docker(t *testing.T, args ...string) {
 	}
 }
 
-// samples returns, per series matching match, the sample timestamps (ms).
-func (c *cluster) samples(match string) map[string][]int64 {
-	c.t.Helper()
-	resp, err := http.Get(c.sinkURL + "/api/v1/samples?match=" + url.QueryEscape(match))
+var httpClient = &http.Client{Timeout: 15 * time.Second}
+
+func getJSON(t *testing.T, u string, v any) {
+	t.Helper()
+	resp, err := httpClient.Get(u)
 	if err != nil {
-		c.t.Fatalf("sink: %v", err)
+		t.Fatalf("GET %s: %v", u, err)
 	}
 	defer resp.Body.Close()
-	var raw map[string][][3]any
-	if err := json.NewDecoder(resp.Body).Decode(&raw); err != nil {
-		c.t.Fatalf("sink samples: %v", err)
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %s: %s", u, resp.Status, b)
 	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", u, err)
+	}
+}
+
+// samples returns, per series whose key contains match, the timestamps (ms)
+// of its samples, staleness markers left out. The sink answers
+// {series: [[unix_ms, value|null, stale], ...]}.
+func (c *cluster) samples(t *testing.T, match string) map[string][]int64 {
+	t.Helper()
+	var raw map[string][][3]any
+	getJSON(t, c.sinkURL+"/api/v1/samples?match="+url.QueryEscape(match), &raw)
 	out := make(map[string][]int64, len(raw))
 	for k, rows := range raw {
 		ts := make([]int64, 0, len(rows))
@@ -269,7 +381,11 @@ func (c *cluster) samples(match string) map[string][]int64 {
 			if stale, _ := r[2].(bool); stale {
 				continue
 			}
-			ts = append(ts, int64(r[0].(float64)))
+			ms, ok := r[0].(float64)
+			if !ok {
+				t.Fatalf("sink: sample %v of %s has no timestamp", r, k)
+			}
+			ts = append(ts, int64(ms))
 		}
 		sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
 		out[k] = ts
@@ -277,14 +393,23 @@ func (c *cluster) samples(match string) map[string][]int64 {
 	return out
 }
 
-// upSeries returns the `up` timestamps of every demo target.
-func (c *cluster) upSeries() map[string][]int64 {
-	all := c.samples("up{")
+// up returns the `up` timestamps of every target of job, by instance.
+func (c *cluster) up(t *testing.T, job string) map[string][]int64 {
+	t.Helper()
 	out := map[string][]int64{}
-	for k, v := range all {
-		if strings.Contains(k, `service.name="demo"`) {
-			out[k] = v
+	for k, v := range c.samples(t, "up{") {
+		if !strings.Contains(k, fmt.Sprintf("service.name=%q", job)) {
+			continue
 		}
+		_, rest, ok := strings.Cut(k, `service.instance.id="`)
+		if !ok {
+			t.Fatalf("sink series %s has no service.instance.id", k)
+		}
+		inst, _, _ := strings.Cut(rest, `"`)
+		out[inst] = append(out[inst], v...)
+	}
+	for _, ts := range out {
+		sort.Slice(ts, func(i, j int) bool { return ts[i] < ts[j] })
 	}
 	return out
 }
@@ -292,24 +417,49 @@ func (c *cluster) upSeries() map[string][]int64 {
 // waitFor polls cond until it holds or the timeout passes.
 func waitFor(t *testing.T, timeout time.Duration, what string, cond func() bool) {
 	t.Helper()
+	waitForWhy(t, timeout, what, func() (bool, string) { return cond(), "" })
+}
+
+// waitForWhy is waitFor with a condition that says why it does not hold
+// yet; the last reason is in the failure.
+func waitForWhy(t *testing.T, timeout time.Duration, what string, cond func() (bool, string)) {
+	t.Helper()
 	deadline := time.Now().Add(timeout)
-	for !cond() {
+	for {
+		ok, why := cond()
+		if ok {
+			return
+		}
 		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", timeout, what)
+			if why != "" {
+				why = " (last: " + why + ")"
+			}
+			t.Fatalf("timed out after %s waiting for %s%s", timeout, what, why)
 		}
 		select {
 		case <-t.Context().Done():
 			t.Fatalf("cancelled waiting for %s", what)
-		case <-time.After(500 * time.Millisecond):
+		case <-time.After(250 * time.Millisecond):
 		}
 	}
 }
 
+// pause lets time pass for the cluster to do its work (a window of samples
+// to analyse), without busy-waiting.
+func pause(t *testing.T, d time.Duration) {
+	t.Helper()
+	select {
+	case <-t.Context().Done():
+		t.Fatal("cancelled")
+	case <-time.After(d):
+	}
+}
+
 // waitScraping waits until every demo target has a sample newer than since.
-func (c *cluster) waitScraping(since time.Time, timeout time.Duration) {
-	c.t.Helper()
-	waitFor(c.t, timeout, fmt.Sprintf("all %d targets scraped after %s", targets, since.Format("15:04:05")), func() bool {
-		up := c.upSeries()
+func (c *cluster) waitScraping(t *testing.T, since time.Time, timeout time.Duration) {
+	t.Helper()
+	waitFor(t, timeout, fmt.Sprintf("all %d demo targets scraped after %s", targets, since.Format("15:04:05.000")), func() bool {
+		up := c.up(t, "demo")
 		if len(up) < targets {
 			return false
 		}
@@ -322,53 +472,104 @@ func (c *cluster) waitScraping(since time.Time, timeout time.Duration) {
 	})
 }
 
-// handoff counts, per series in the window [from, to], missing samples
-// (gaps beyond one interval, in intervals) and duplicates (two samples less
-// than half an interval apart, which only two scrapers produce).
-type handoff struct {
-	missing, duplicated map[string]int
-}
-
-func analyse(series map[string][]int64, from, to time.Time) handoff {
-	h := handoff{missing: map[string]int{}, duplicated: map[string]int{}}
-	iv := interval.Milliseconds()
-	for k, ts := range series {
-		var in []int64
-		for _, x := range ts {
-			if x >= from.UnixMilli() && x <= to.UnixMilli() {
-				in = append(in, x)
-			}
-		}
-		for i := 1; i < len(in); i++ {
-			d := in[i] - in[i-1]
-			switch {
-			case d < iv/2:
-				h.duplicated[k]++
-			case d > iv+iv/2:
-				// A gap of g intervals means g-1 samples missing.
-				h.missing[k] += int((d + iv/2) / iv) - 1
-			}
-		}
-	}
-	return h
-}
-
-func (h handoff) check(t *testing.T, what string, maxMissing, maxDup int) {
+// catalog returns the discoverer's active targets: ID → instance label,
+// for the pools demo and extra.
+func (c *cluster) catalog(t *testing.T) map[string]string {
 	t.Helper()
-	bad := 0
-	for k, n := range h.missing {
-		if n > maxMissing {
-			bad++
-			t.Errorf("%s: %s missed %d samples (allowed %d)", what, k, n, maxMissing)
+	var body struct {
+		Data struct {
+			ActiveTargets []struct {
+				ID     string            `json:"id"`
+				Labels map[string]string `json:"labels"`
+				Pool   string            `json:"scrapePool"`
+			} `json:"activeTargets"`
+		} `json:"data"`
+	}
+	getJSON(t, c.discURL+"/api/v1/targets?state=active", &body)
+	out := map[string]string{}
+	for _, a := range body.Data.ActiveTargets {
+		if a.Pool == "demo" || a.Pool == "extra" {
+			out[a.ID] = a.Labels["instance"]
 		}
 	}
-	for k, n := range h.duplicated {
-		if n > maxDup {
-			bad++
-			t.Errorf("%s: %s got %d duplicated samples (allowed %d)", what, k, n, maxDup)
+	c.instMu.Lock()
+	for id, inst := range out {
+		c.instances[id] = inst
+	}
+	c.instMu.Unlock()
+	return out
+}
+
+// instance is the instance label of a target ID seen in the catalog.
+func (c *cluster) instance(id string) string {
+	c.instMu.Lock()
+	defer c.instMu.Unlock()
+	if inst, ok := c.instances[id]; ok {
+		return inst
+	}
+	return id
+}
+
+// rebalancerStatus is the part of GET /api/v1/cluster the tests read.
+type rebalancerStatus struct {
+	IsLeader bool `json:"is_leader"`
+	Pending  int  `json:"pending_moves"`
+	Queued   int  `json:"queued_moves"`
+	Moves    []struct {
+		Time    time.Time `json:"time"`
+		Target  string    `json:"target"`
+		From    string    `json:"from"`
+		To      string    `json:"to"`
+		Reason  string    `json:"reason"`
+		Outcome string    `json:"outcome"`
+	} `json:"recent_moves"`
+}
+
+func (c *cluster) rebalancerStatus(t *testing.T) rebalancerStatus {
+	t.Helper()
+	var st rebalancerStatus
+	getJSON(t, c.rebURL+"/api/v1/cluster", &st)
+	return st
+}
+
+// settle waits until the cluster is at rest with exactly the scrapers
+// want: they are the members, every catalog target is claimed by one of
+// them, the rebalancer leads with no move queued or pending, no claim
+// changed for two rebalancer intervals, and every demo target was scraped
+// after all that.
+func (c *cluster) settle(t *testing.T, timeout time.Duration, want ...string) {
+	t.Helper()
+	sort.Strings(want)
+	start := time.Now()
+	waitForWhy(t, timeout, fmt.Sprintf("cluster settled on %v", want), func() (bool, string) {
+		members := c.etcdc.members(t)
+		if strings.Join(members, ",") != strings.Join(want, ",") {
+			return false, fmt.Sprintf("members %v", members)
+		}
+		owners := c.claims.owners()
+		for id := range c.catalog(t) {
+			if o := owners[id]; !contains(want, o) {
+				return false, fmt.Sprintf("target %s (%s) owned by %q", id, c.instance(id), o)
+			}
+		}
+		st := c.rebalancerStatus(t)
+		if !st.IsLeader || st.Pending+st.Queued > 0 {
+			return false, fmt.Sprintf("rebalancer leader=%v pending=%d queued=%d", st.IsLeader, st.Pending, st.Queued)
+		}
+		if quiet := time.Since(c.claims.lastChange()); quiet < 2*rebalanceEvery {
+			return false, "claims changed " + quiet.Round(time.Millisecond).String() + " ago"
+		}
+		return true, ""
+	})
+	c.waitScraping(t, time.Now(), 2*interval+10*time.Second)
+	t.Logf("settled on %v after %s", want, time.Since(start).Round(time.Millisecond))
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
 		}
 	}
-	if bad == 0 {
-		t.Logf("%s: no series beyond %d missing / %d duplicated (missing in %d series, duplicated in %d)", what, maxMissing, maxDup, len(h.missing), len(h.duplicated))
-	}
+	return false
 }
