@@ -46,6 +46,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		scCfg       scraper.Config
 		rbCfg       rebalancer.Config
 		dCfg        discoverer.Config
+		crOpts      crOptions
 		listen      string
 		dataDir     string
 		etcdListen  string
@@ -62,6 +63,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	scCfg.RegisterFlags(fs)
 	rbCfg.RegisterFlags(fs)
 	dCfg.RegisterFlags(fs)
+	crOpts.register(fs)
 	fs.StringVar(&listen, "web.listen-address", ":8080", "Address to serve the status pages, API and metrics on.")
 	fs.StringVar(&dataDir, "data.dir", "data", "Directory for the embedded etcd and NATS data (and export queues).")
 	fs.StringVar(&etcdListen, "etcd.listen-address", "127.0.0.1:0", "Client address of the embedded etcd; port 0 picks a free port.")
@@ -93,7 +95,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		// The config: the user's file, or one that scrapes the demo targets.
 		var file *configfile.File
 		if cfgOpts.file != "" {
-			if file, err = configfile.Load(cfgOpts.file, logger); err != nil {
+			if file, err = loadConfig(cfgOpts.file, logger); err != nil {
 				return err
 			}
 		} else {
@@ -167,7 +169,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 			dCfg.ID = "discoverer-0"
 		}
 		dCfg.Keyspace, dCfg.Events = ks, evCfg
-		d, err := startDiscoverer(g, srv, dCfg, cfgOpts.file, cli, js, file, logger)
+		d, err := startDiscoverer(g, srv, dCfg, &crOpts, cfgOpts.file, cli, js, file, logger)
 		if err != nil {
 			return err
 		}

@@ -40,11 +40,13 @@ func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		cfg   configOptions
 		evCfg events.Config
 		dCfg  discoverer.Config
+		cr    crOptions
 	)
 	o.register(fs)
 	cfg.register(fs)
 	evCfg.RegisterFlags(fs)
 	dCfg.RegisterFlags(fs)
+	cr.register(fs)
 	return func(ctx context.Context, _ []string) error {
 		logger, err := o.log.logger()
 		if err != nil {
@@ -53,7 +55,7 @@ func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if cfg.file == "" {
 			return errors.New("--config.file is required: the discoverer needs scrape_configs")
 		}
-		file, err := configfile.Load(cfg.file, logger)
+		file, err := loadConfig(cfg.file, logger)
 		if err != nil {
 			return err
 		}
@@ -74,7 +76,7 @@ func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		g := newGroup(ctx)
 		ks := o.cluster.keyspace()
 		dCfg.Keyspace, dCfg.Events = ks, evCfg
-		d, err := startDiscoverer(g, srv, dCfg, cfg.file, cli, js, file, logger)
+		d, err := startDiscoverer(g, srv, dCfg, &cr, cfg.file, cli, js, file, logger)
 		if err != nil {
 			return err
 		}
@@ -109,7 +111,7 @@ func scraperFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		}
 		var file *configfile.File
 		if cfg.file != "" {
-			if file, err = configfile.Load(cfg.file, logger); err != nil {
+			if file, err = loadConfig(cfg.file, logger); err != nil {
 				return err
 			}
 		}

@@ -14,9 +14,9 @@ import (
 	"syscall"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"go.yaml.in/yaml/v2"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.yaml.in/yaml/v2"
 
 	"github.com/allot-dev/allot/pkg/configfile"
 	"github.com/allot-dev/allot/pkg/events"
@@ -60,6 +60,21 @@ func (g *group) Wait() error {
 	g.wg.Wait()
 	g.cancel()
 	return g.err
+}
+
+// allotSections are the sections allot reads under `allot:` in the file.
+var allotSections = []string{"exporters", "prometheus_cr", "target_allocator"}
+
+// loadConfig loads and checks --config.file.
+func loadConfig(path string, logger *slog.Logger) (*configfile.File, error) {
+	f, err := configfile.Load(path, logger)
+	if err != nil {
+		return nil, err
+	}
+	if err := f.CheckSections(allotSections...); err != nil {
+		return nil, err
+	}
+	return f, nil
 }
 
 // configOptions is --config.file.
@@ -129,28 +144,33 @@ func (o *exporterOptions) build(fs *flag.FlagSet, file *configfile.File, reg pro
 	return export.New(o.cfg, reg, logger.With("component", "export"))
 }
 
-// startDiscoverer builds a discoverer with the file's config, runs it in g,
-// and wires config reloads (SIGHUP and POST /-/reload).
-func startDiscoverer(g *group, srv *server, cfg discoverer.Config, cfgFile string, cli *clientv3.Client, js jetstream.JetStream, file *configfile.File, logger *slog.Logger) (*discoverer.Discoverer, error) {
+// startDiscoverer builds a discoverer with the file's config (and, if
+// enabled, the jobs from Prometheus Operator resources), runs it in g, and
+// wires config reloads (SIGHUP and POST /-/reload).
+func startDiscoverer(g *group, srv *server, cfg discoverer.Config, cr *crOptions, cfgFile string, cli *clientv3.Client, js jetstream.JetStream, file *configfile.File, logger *slog.Logger) (*discoverer.Discoverer, error) {
 	d, err := discoverer.New(cfg, cli, js, srv.reg, logger)
 	if err != nil {
 		return nil, fmt.Errorf("discoverer: %w", err)
 	}
-	if err := d.ApplyConfig(file.Prometheus); err != nil {
+	sc := &scrapeConfigs{d: d}
+	if err := sc.setFile(file.Prometheus); err != nil {
 		return nil, fmt.Errorf("apply config: %w", err)
 	}
 	g.Go("discoverer", d.Run)
 	srv.addReady("discoverer", d.Ready)
+	if err := cr.start(g, file, sc, srv.reg, logger); err != nil {
+		return nil, err
+	}
 	if cfgFile == "" {
 		return d, nil
 	}
 	reload := func() error {
-		f, err := configfile.Load(cfgFile, logger)
+		f, err := loadConfig(cfgFile, logger)
 		if err != nil {
 			logger.Error("config reload rejected; the last good config keeps running", "err", err)
 			return err
 		}
-		if err := d.ApplyConfig(f.Prometheus); err != nil {
+		if err := sc.setFile(f.Prometheus); err != nil {
 			// The error says whether nothing was applied or the config runs
 			// without the SD configs it names.
 			logger.Error("config reload", "err", err)

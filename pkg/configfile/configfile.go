@@ -118,6 +118,26 @@ func (f *File) AllotRaw(name string) ([]byte, bool, error) {
 	return b, true, nil
 }
 
+// CheckSections rejects keys under `allot:` other than known, so a typo
+// in a section name is an error at start instead of a setting silently
+// ignored.
+func (f *File) CheckSections(known ...string) error {
+	keys, err := f.AllotSections()
+	if err != nil {
+		return err
+	}
+	for _, k := range keys {
+		ok := false
+		for _, want := range known {
+			ok = ok || k == want
+		}
+		if !ok {
+			return fmt.Errorf("config file %s: unknown section allot.%s (known: %s)", f.Path, k, strings.Join(known, ", "))
+		}
+	}
+	return nil
+}
+
 // AllotSections lists the keys present under `allot:`.
 func (f *File) AllotSections() ([]string, error) {
 	if f == nil || f.allot == nil {

@@ -102,3 +102,17 @@ func TestAllotUnknownFieldNamesLine(t *testing.T) {
 		t.Fatalf("err = %v, want it to name the unknown field", err)
 	}
 }
+
+func TestCheckSections(t *testing.T) {
+	f, err := Parse([]byte("allot:\n  exporters: {}\n  exporter: {}\n"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.CheckSections("exporters", "prometheus_cr"); err == nil || !strings.Contains(err.Error(), "allot.exporter ") {
+		t.Fatalf("err = %v, want it to name allot.exporter", err)
+	}
+	f, _ = Parse([]byte("allot:\n  exporters: {}\n"), nil)
+	if err := f.CheckSections("exporters"); err != nil {
+		t.Fatal(err)
+	}
+}
