@@ -47,6 +47,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		rbCfg       rebalancer.Config
 		dCfg        discoverer.Config
 		crOpts      crOptions
+		taOpts      taOptions
 		listen      string
 		dataDir     string
 		etcdListen  string
@@ -64,6 +65,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	rbCfg.RegisterFlags(fs)
 	dCfg.RegisterFlags(fs)
 	crOpts.register(fs)
+	taOpts.register(fs)
 	fs.StringVar(&listen, "web.listen-address", ":8080", "Address to serve the status pages, API and metrics on.")
 	fs.StringVar(&dataDir, "data.dir", "data", "Directory for the embedded etcd and NATS data (and export queues).")
 	fs.StringVar(&etcdListen, "etcd.listen-address", "127.0.0.1:0", "Client address of the embedded etcd; port 0 picks a free port.")
@@ -188,12 +190,17 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		}
 		rb := rbCfg
 		rb.ID, rb.Keyspace, rb.Session = "rebalancer-0", ks, session
-		if _, err := startRebalancer(g, srv, rb, cli, logger); err != nil {
+		rbal, err := startRebalancer(g, srv, rb, cli, logger)
+		if err != nil {
+			return err
+		}
+		if err := taOpts.start(g, srv, file, ks, evCfg, cli, js, logger); err != nil {
 			return err
 		}
 
 		src := localScrapers(d, scrapers)
 		mountTargets(srv, src)
+		mountPages(g, srv, src, file, rbal, cli, ks)
 		g.Go("http", func(ctx context.Context) error { return srv.serve(ctx, logger) })
 
 		fmt.Fprintf(os.Stderr, `

@@ -41,12 +41,14 @@ func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		evCfg events.Config
 		dCfg  discoverer.Config
 		cr    crOptions
+		ta    taOptions
 	)
 	o.register(fs)
 	cfg.register(fs)
 	evCfg.RegisterFlags(fs)
 	dCfg.RegisterFlags(fs)
 	cr.register(fs)
+	ta.register(fs)
 	return func(ctx context.Context, _ []string) error {
 		logger, err := o.log.logger()
 		if err != nil {
@@ -80,7 +82,12 @@ func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if err != nil {
 			return err
 		}
-		mountTargets(srv, remoteScrapers(d, cli, ks))
+		if err := ta.start(g, srv, file, ks, evCfg, cli, js, logger); err != nil {
+			return err
+		}
+		src := remoteScrapers(d, cli, ks)
+		mountTargets(srv, src)
+		mountPages(g, srv, src, file, nil, cli, ks)
 		g.Go("http", func(ctx context.Context) error { return srv.serve(ctx, logger) })
 		return g.Wait()
 	}
@@ -188,8 +195,7 @@ func rebalancerFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if err != nil {
 			return err
 		}
-		srv.addReady("rebalancer", func() bool { return true })
-		_ = r
+		mountPages(g, srv, web.TargetSourceFunc(func(context.Context) (web.Targets, error) { return web.Targets{}, nil }), nil, r, cli, rbCfg.Keyspace)
 		g.Go("http", func(ctx context.Context) error { return srv.serve(ctx, logger) })
 		return g.Wait()
 	}

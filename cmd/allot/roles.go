@@ -230,8 +230,6 @@ func startRebalancer(g *group, srv *server, cfg rebalancer.Config, cli *clientv3
 	}
 	h := r.Handler()
 	srv.mux.Handle("/api/v1/drain", h)
-	srv.mux.Handle("/api/v1/cluster", h)
-	srv.mux.Handle("/cluster", h)
 	g.Go("rebalancer", r.Run)
 	return r, nil
 }

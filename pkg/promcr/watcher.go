@@ -18,12 +18,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/dynamic"
-	"k8s.io/client-go/dynamic/dynamicinformer"
-	coreinformers "k8s.io/client-go/informers/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 )
@@ -181,7 +181,14 @@ func (w *Watcher) Run(ctx context.Context, onChange func([]*promconfig.ScrapeCon
 		reported:  map[string]string{},
 	}
 	if w.nsSel != nil {
-		st.nsInformer = coreinformers.NewNamespaceInformer(w.client, 0, cache.Indexers{})
+		st.nsInformer = newInformer(&cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				return w.client.CoreV1().Namespaces().List(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				return w.client.CoreV1().Namespaces().Watch(ctx, o)
+			},
+		}, w.client, &corev1.Namespace{}, "namespaces")
 		if err := st.nsInformer.SetTransform(stripNamespace); err != nil {
 			return fmt.Errorf("namespace informer: %w", err)
 		}
@@ -269,15 +276,25 @@ func (w *Watcher) startInformers(ctx context.Context, wg *sync.WaitGroup, st *ru
 			continue
 		}
 		delete(st.missing, k.kind)
-		var tweak dynamicinformer.TweakListOptionsFunc
+		// Selecting in the API server is an optimisation only: Generate
+		// applies the selector again.
+		var labelSelector string
 		if sel := k.selector(&w.cfg); sel != nil {
 			if s, err := metav1.LabelSelectorAsSelector(sel); err == nil {
-				// Selecting in the API server is an optimisation only:
-				// Generate applies the selector again.
-				tweak = func(o *metav1.ListOptions) { o.LabelSelector = s.String() }
+				labelSelector = s.String()
 			}
 		}
-		inf := dynamicinformer.NewFilteredDynamicInformer(w.dyn, k.gvr, metav1.NamespaceAll, 0, cache.Indexers{}, tweak).Informer()
+		res := w.dyn.Resource(k.gvr)
+		inf := newInformer(&cache.ListWatch{
+			ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+				o.LabelSelector = labelSelector
+				return res.List(ctx, o)
+			},
+			WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+				o.LabelSelector = labelSelector
+				return res.Watch(ctx, o)
+			},
+		}, w.dyn, &unstructured.Unstructured{}, k.gvr.String())
 		if err := inf.SetTransform(stripObject); err != nil {
 			return fmt.Errorf("%s informer: %w", k.kind, err)
 		}
@@ -289,6 +306,13 @@ func (w *Watcher) startInformers(ctx context.Context, wg *sync.WaitGroup, st *ru
 		w.logger.Info("watching resources", "kind", k.kind, "resource", k.gvr.String())
 	}
 	return nil
+}
+
+// newInformer is what client-go's informer factories build, without
+// importing them: they pull in every API group's informers and listers.
+func newInformer(lw *cache.ListWatch, client any, obj runtime.Object, what string) cache.SharedIndexInformer {
+	return cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client), obj,
+		cache.SharedIndexInformerOptions{ObjectDescription: what})
 }
 
 func (st *runState) synced() bool {

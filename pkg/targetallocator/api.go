@@ -170,13 +170,6 @@ func (a *API) poke() {
 	}
 }
 
-// requestRound asks for a reconcile round and returns its sequence number.
-func (a *API) requestRound() uint64 {
-	seq := a.requested.Add(1)
-	a.poke()
-	return seq
-}
-
 // finishRound records that every round requested up to seq is done and
 // that its claim writes reached revision rev.
 func (a *API) finishRound(seq uint64, rev int64) {
@@ -190,8 +183,15 @@ func (a *API) finishRound(seq uint64, rev int64) {
 	a.doneCh = make(chan struct{})
 }
 
+// roundDone says whether round seq is done.
+func (a *API) roundDone(seq uint64) bool {
+	a.roundMu.Lock()
+	defer a.roundMu.Unlock()
+	return a.doneSeq >= seq
+}
+
 // waitRound waits for round seq and returns the revision its writes
-// reached.
+// reached (at least: rounds report the highest revision so far).
 func (a *API) waitRound(ctx context.Context, seq uint64) (int64, error) {
 	for {
 		a.roundMu.Lock()
@@ -236,11 +236,12 @@ func (a *API) register(id, addr string, reg *registration) {
 		} else {
 			a.logger.Info("collector registered", "collector", id, "addr", addr, "ttl", a.cfg.CollectorTTL)
 		}
-		a.reg.finish(id, reg, c, err)
+		a.reg.finish(id, reg, c, err, func() uint64 { return a.requested.Add(1) })
+		a.poke()
 		a.metrics.collectors.Set(float64(a.countCollectors()))
 	})
 	if !started {
-		a.reg.finish(id, reg, nil, errNotRunning)
+		a.reg.finish(id, reg, nil, errNotRunning, nil)
 	}
 }
 

@@ -27,6 +27,10 @@ type collector struct {
 	claims     *leases.Claims
 	member     leases.Member
 	lastPoll   atomic.Int64 // unix nanoseconds
+	// firstRound is the reconcile round that claims its first targets:
+	// polls wait for it, so that none of its first answers (one per job,
+	// concurrent) comes before its share is claimed.
+	firstRound uint64
 }
 
 func (c *collector) touch(now time.Time) { c.lastPoll.Store(now.UnixNano()) }
@@ -98,13 +102,16 @@ func (r *registry) ensure(ctx context.Context, id string, now time.Time, start f
 	return reg.c, true, nil
 }
 
-// finish ends a registration started by ensure.
-func (r *registry) finish(id string, reg *registration, c *collector, err error) {
+// finish ends a registration started by ensure. round requests a
+// reconcile round; it is called with r.mu held, after c is in the
+// registry, so that the round it names sees c.
+func (r *registry) finish(id string, reg *registration, c *collector, err error, round func() uint64) {
 	r.mu.Lock()
 	delete(r.inflight, id)
 	if err == nil {
 		r.byID[id] = c
 		delete(r.expired, id)
+		c.firstRound = round()
 	}
 	reg.c, reg.err = c, err
 	r.mu.Unlock()

@@ -151,7 +151,7 @@ func (a *API) serveTargets(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), a.cfg.FirstPollWait)
 	defer cancel()
 	addr := hostOf(r.RemoteAddr)
-	_, fresh, err := a.reg.ensure(ctx, id, time.Now(), func(id string, reg *registration) { a.register(id, addr, reg) })
+	c, fresh, err := a.reg.ensure(ctx, id, time.Now(), func(id string, reg *registration) { a.register(id, addr, reg) })
 	if errors.Is(err, errIDTaken) {
 		writeError(w, http.StatusConflict, err)
 		return
@@ -163,9 +163,12 @@ func (a *API) serveTargets(w http.ResponseWriter, r *http.Request) {
 	}
 	if fresh {
 		a.checkRefresh(id, r.Header.Get("X-Prometheus-Refresh-Interval-Seconds"))
-		// Answer the first poll with the collector's share rather than
-		// nothing: the next poll is a refresh interval (30 s) away.
-		if rev, err := a.waitRound(ctx, a.requestRound()); err == nil {
+	}
+	// Answer the first polls (one per job, concurrent) with the
+	// collector's share rather than nothing: the next poll is a refresh
+	// interval (30 s) away. Later polls find the round done at once.
+	if !a.roundDone(c.firstRound) {
+		if rev, err := a.waitRound(ctx, c.firstRound); err == nil {
 			_ = a.mir.waitRev(ctx, rev)
 		}
 	}

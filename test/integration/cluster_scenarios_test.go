@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -61,7 +62,7 @@ func TestCluster(t *testing.T) {
 
 		// The new owner scrapes each target at its next scheduled time.
 		pause(t, time.Until(killed.Add(slowest+3*interval)))
-		up := c.up(t, "demo")
+		up := c.up(t, "demo", "extra")
 		insts := c.instancesOf(lost)
 		to := time.Now().Add(-exportLag)
 		analyse(only(up, insts), killed, killed.Add(-interval), to).check(t, "kill -9: targets of "+victim, limits{missing: 1})
@@ -88,7 +89,7 @@ func TestCluster(t *testing.T) {
 		}
 		to := time.Now().Add(-exportLag)
 		c.logHandoffs(t, from, to)
-		analyse(c.up(t, "demo"), from, from.Add(-interval), to).check(t, "rolling restart", limits{missing: 1, extra: 1, total: 1})
+		analyse(c.up(t, "demo", "extra"), from, from.Add(-interval), to).check(t, "rolling restart", limits{missing: 1, extra: 1, total: 1})
 	})
 
 	run("etcd member loss and leader kill", func(t *testing.T) {
@@ -123,7 +124,7 @@ func TestCluster(t *testing.T) {
 		pause(t, interval)
 		to := time.Now().Add(-exportLag)
 
-		analyse(c.up(t, "demo"), killed, from.Add(-interval), to).check(t, "etcd member loss and leader kill", limits{})
+		analyse(c.up(t, "demo", "extra"), killed, from.Add(-interval), to).check(t, "etcd member loss and leader kill", limits{})
 		for id, n := range c.claims.handoffs(from, to) {
 			t.Errorf("%s (%s) changed owner %d times while etcd lost members", id, c.instance(id), n)
 		}
@@ -133,6 +134,9 @@ func TestCluster(t *testing.T) {
 			}
 		}
 		c.checkSessionsKept(t, three, from)
+		if t.Failed() {
+			c.logClaimEvents(t, from, killed)
+		}
 		c.etcdc.checkClaims(t)
 		c.settle(t, time.Minute, three...)
 	})
@@ -211,7 +215,7 @@ func TestCluster(t *testing.T) {
 				break
 			}
 		}
-		lost := firstAfter(logTimes(t, c.scraper(victim), "session lost"), from)
+		lost := firstAfter(logTimes(t, c.scraper(victim), "session lost: "), from)
 		switch {
 		case expired.IsZero():
 			t.Errorf("no claim of %s was deleted: its lease did not expire", victim)
@@ -225,7 +229,7 @@ func TestCluster(t *testing.T) {
 		}
 
 		pause(t, time.Until(c.claims.lastChange().Add(3*interval)))
-		up := c.up(t, "demo")
+		up := c.up(t, "demo", "extra")
 		insts := c.instancesOf(cut)
 		to := time.Now().Add(-exportLag)
 		analyse(only(up, insts), from, from.Add(-interval), to).check(t, "targets of the cut-off scraper", limits{missing: 1, extra: 1})
@@ -295,7 +299,7 @@ func TestCluster(t *testing.T) {
 		}
 
 		to := time.Now().Add(-exportLag)
-		w := analyse(c.up(t, "demo"), from, from.Add(-interval), to)
+		w := analyse(c.up(t, "demo", "extra"), from, from.Add(-interval), to)
 		// No gap; a handoff may move a target's schedule forward once.
 		byInst := map[string]int{}
 		for id, k := range c.claims.handoffs(from, to) {
@@ -307,6 +311,9 @@ func TestCluster(t *testing.T) {
 			}
 		}
 		w.check(t, "scale 3 → 6 → 3", limits{})
+		if t.Failed() {
+			c.logClaimEvents(t, from, from)
+		}
 	})
 }
 
@@ -349,12 +356,26 @@ func (c *cluster) instancesOf(ids []string) []string {
 func (c *cluster) checkSessionsKept(t *testing.T, ids []string, from time.Time) {
 	t.Helper()
 	for _, id := range ids {
-		for _, at := range logTimes(t, c.scraper(id), "session lost") {
+		for _, at := range logTimes(t, c.scraper(id), "session lost: ") {
 			if at.After(from) {
 				t.Errorf("%s lost its session at %s", id, at.Format("15:04:05.000"))
 			}
 		}
 	}
+}
+
+// logClaimEvents logs the claim changes since from, relative to ref.
+func (c *cluster) logClaimEvents(t *testing.T, from, ref time.Time) {
+	t.Helper()
+	var b strings.Builder
+	for _, ev := range c.claims.since(from) {
+		o := ev.Owner
+		if o == "" {
+			o = "(deleted)"
+		}
+		fmt.Fprintf(&b, "\n  %s %s %s rev %d", rel(ev.At.Sub(ref)), c.instance(ev.Target), o, ev.Rev)
+	}
+	t.Logf("claim changes since %s:%s", rel(from.Sub(ref)), b.String())
 }
 
 // logHandoffs logs how many times targets changed owner in [from, to].

@@ -183,16 +183,23 @@ func (c *cluster) clusterFlags(session bool) []string {
 	}
 	if session {
 		f = append(f, "--lease.ttl", leaseTTL.String())
+		if m := os.Getenv("ALLOT_IT_MARGIN"); m != "" { // EXPERIMENT
+			f = append(f, "--lease.margin", m)
+		}
 	}
 	return f
 }
 
 func (c *cluster) scraperRequest(id string) []tc.ContainerCustomizer {
-	return []tc.ContainerCustomizer{
+	var extra []tc.ContainerCustomizer
+	if h := os.Getenv("ALLOT_IT_HOSTNAME"); h != "" { // EXPERIMENT
+		extra = append(extra, tc.WithConfigModifier(func(cfg *container.Config) { cfg.Hostname = h }))
+	}
+	return append(extra,
 		tc.WithCmd(append([]string{"scraper", "--scraper.id", id, "--otlp.endpoint", "http://sink:4318",
 			"--web.external-address", id + ":8080"}, c.clusterFlags(true)...)...),
-		tc.WithWaitStrategy(wait.ForHTTP("/-/healthy").WithPort("8080/tcp").WithStartupTimeout(90 * time.Second)),
-	}
+		tc.WithWaitStrategy(wait.ForHTTP("/-/healthy").WithPort("8080/tcp").WithStartupTimeout(90*time.Second)),
+	)
 }
 
 func (c *cluster) addScraper(t *testing.T, id string) *tc.DockerContainer {
@@ -393,12 +400,16 @@ func (c *cluster) samples(t *testing.T, match string) map[string][]int64 {
 	return out
 }
 
-// up returns the `up` timestamps of every target of job, by instance.
-func (c *cluster) up(t *testing.T, job string) map[string][]int64 {
+// up returns the `up` timestamps of every target of the jobs, by instance.
+func (c *cluster) up(t *testing.T, jobs ...string) map[string][]int64 {
 	t.Helper()
 	out := map[string][]int64{}
 	for k, v := range c.samples(t, "up{") {
-		if !strings.Contains(k, fmt.Sprintf("service.name=%q", job)) {
+		keep := false
+		for _, job := range jobs {
+			keep = keep || strings.Contains(k, fmt.Sprintf("service.name=%q", job))
+		}
+		if !keep {
 			continue
 		}
 		_, rest, ok := strings.Cut(k, `service.instance.id="`)

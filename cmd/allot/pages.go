@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.yaml.in/yaml/v2"
+
+	"github.com/allot-dev/allot/pkg/configfile"
+	"github.com/allot-dev/allot/pkg/events"
+	"github.com/allot-dev/allot/pkg/leases"
+	"github.com/allot-dev/allot/pkg/targetallocator"
+	"github.com/allot-dev/allot/pkg/web"
+	"github.com/allot-dev/allot/services/rebalancer"
+)
+
+// taOptions are the --target-allocator.* flags: the OTel Target
+// Allocator-compatible API that unchanged OTel Collectors poll.
+type taOptions struct {
+	cfg targetallocator.Config
+}
+
+func (o *taOptions) register(fs *flag.FlagSet) { o.cfg.RegisterFlags(fs) }
+
+// start serves the TA API on srv when enabled (flag or allot.target_allocator).
+func (o *taOptions) start(g *group, srv *server, file *configfile.File, ks leases.Keyspace, ev events.Config, cli *clientv3.Client, js jetstream.JetStream, logger *slog.Logger) error {
+	if _, err := file.Allot("target_allocator", &o.cfg); err != nil {
+		return err
+	}
+	// The TA's own probe paths, served whether or not the API is on, so a
+	// Collector's health checks work against any allot discoverer.
+	srv.mux.Handle("/livez", web.Healthy())
+	srv.mux.Handle("/readyz", web.Ready(srv.notReady))
+	if !o.cfg.Enabled {
+		return nil
+	}
+	o.cfg.Keyspace, o.cfg.Events, o.cfg.Version = ks, ev, version
+	api, err := targetallocator.New(o.cfg, cli, js, srv.reg, logger.With("component", "target-allocator"))
+	if err != nil {
+		return fmt.Errorf("target allocator API: %w", err)
+	}
+	g.Go("target-allocator", api.Run)
+	srv.addReady("target-allocator", api.Ready)
+	h := api.Handler()
+	srv.mux.Handle("/scrape_configs", h)
+	srv.mux.Handle("/jobs", h)
+	srv.mux.Handle("/jobs/", h)
+	return nil
+}
+
+// mountPages serves the human pages: service discovery, effective config
+// and the cluster view (from the rebalancer's status when this process runs
+// one, else from etcd).
+func mountPages(g *group, srv *server, src web.TargetSource, file *configfile.File, rb *rebalancer.Rebalancer, cli *clientv3.Client, ks leases.Keyspace) {
+	srv.mux.Handle("/service-discovery", web.ServiceDiscoveryPage(src))
+	srv.mux.Handle("/config", web.ConfigPage(func() (string, error) {
+		if file == nil || file.Prometheus == nil {
+			return "", fmt.Errorf("no configuration loaded")
+		}
+		b, err := yaml.Marshal(file.Prometheus)
+		return string(b), err
+	}))
+	failovers := &web.FailoverLog{}
+	cs := web.ClusterSourceFunc(func(ctx context.Context) (web.Cluster, error) {
+		return clusterView(ctx, rb, cli, ks, failovers)
+	})
+	// Failovers are members that vanished; watching the member set for that
+	// is cheap, so the log is fed even when nobody looks at the page.
+	g.Go("failover log", func(ctx context.Context) error {
+		t := time.NewTicker(2 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-t.C:
+				c, err := clusterView(ctx, rb, cli, ks, nil)
+				if err == nil {
+					failovers.Observe(time.Now(), c.Members)
+				}
+			}
+		}
+	})
+	srv.mux.Handle("/cluster", web.ClusterPage(cs))
+	srv.mux.Handle("/api/v1/cluster", web.ClusterAPI(cs))
+}
+
+// clusterView builds the cluster page's data.
+func clusterView(ctx context.Context, rb *rebalancer.Rebalancer, cli *clientv3.Client, ks leases.Keyspace, failovers *web.FailoverLog) (web.Cluster, error) {
+	var c web.Cluster
+	members, _, err := leases.ListMembers(ctx, cli, ks)
+	if err != nil {
+		return c, fmt.Errorf("list members: %w", err)
+	}
+	kind := map[string]string{}
+	for _, m := range members {
+		kind[m.ID] = m.Kind
+	}
+	if rb != nil {
+		st := rb.Status()
+		c.Leader, c.Updated, c.Targets = st.Leader, st.Updated, st.Targets
+		c.BalanceRatio, c.ByCountRatio, c.Recommended = st.BalanceRatio, st.ByCountRatio, st.Recommended
+		c.PendingMoves, c.QueuedMoves = st.Pending, st.Queued
+		for _, s := range st.Scrapers {
+			m := web.ClusterMember{ID: s.ID, Kind: kind[s.ID], Addr: s.Addr, Zone: s.Zone, Weight: s.Weight, Draining: s.Draining, Targets: s.Targets, Series: s.Series}
+			if s.Load != nil {
+				m.SamplesPerSecond, m.ScrapeSecondsPerSecond, m.LoadUpdated = s.Load.SamplesPerSecond, s.Load.ScrapeSecondsPerSecond, s.Load.Updated
+			}
+			c.Members = append(c.Members, m)
+		}
+		for _, mv := range st.Moves {
+			c.Moves = append(c.Moves, web.ClusterMove{Time: mv.Time, Target: mv.Target, From: mv.From, To: mv.To, Reason: mv.Reason, Duration: mv.Duration, Outcome: mv.Outcome})
+		}
+	} else {
+		// No rebalancer in this process: members and their load reports.
+		loads, err := leases.LoadSummaries(ctx, cli, ks)
+		if err != nil {
+			c.Errors = append(c.Errors, "load reports: "+err.Error())
+		}
+		for _, m := range members {
+			cm := web.ClusterMember{ID: m.ID, Kind: m.Kind, Addr: m.Addr, Zone: m.Zone, Weight: m.Weight}
+			if l, ok := loads[m.ID]; ok {
+				cm.Targets, cm.Series = l.Targets, float64(l.Series)
+				cm.SamplesPerSecond, cm.ScrapeSecondsPerSecond, cm.LoadUpdated = l.SamplesPerSecond, l.ScrapeSecondsPerSecond, l.Updated
+			}
+			c.Members = append(c.Members, cm)
+		}
+	}
+	if failovers != nil {
+		c.Failovers = failovers.Recent()
+	}
+	return c, nil
+}
