@@ -190,23 +190,24 @@ func asObjects[T any, PT interface {
 	return out
 }
 
-// The discovery rights of the OpenTelemetry Target Allocator, read-only,
-// and nothing more.
+// Exactly the rights allot's code uses (see deploy/k8s/base/rbac.yaml and
+// docs/prometheus-cr.md): informers list and watch; credentials and CAs are
+// read by name; kubelets and the API server are scraped.
 var wantRules = []string{
-	"/endpoints:get", "/endpoints:list", "/endpoints:watch",
-	"/namespaces:get", "/namespaces:list", "/namespaces:watch",
-	"/nodes:get", "/nodes:list", "/nodes:watch",
-	"/nodes/metrics:get", "/nodes/metrics:list", "/nodes/metrics:watch",
-	"/pods:get", "/pods:list", "/pods:watch",
-	"/services:get", "/services:list", "/services:watch",
+	"/endpoints:list", "/endpoints:watch",
+	"/namespaces:list", "/namespaces:watch",
+	"/nodes:list", "/nodes:watch",
+	"/nodes/metrics:get",
+	"/pods:list", "/pods:watch",
+	"/services:list", "/services:watch",
 	"/configmaps:get",
 	"/secrets:get",
-	"discovery.k8s.io/endpointslices:get", "discovery.k8s.io/endpointslices:list", "discovery.k8s.io/endpointslices:watch",
-	"networking.k8s.io/ingresses:get", "networking.k8s.io/ingresses:list", "networking.k8s.io/ingresses:watch",
-	"monitoring.coreos.com/podmonitors:get", "monitoring.coreos.com/podmonitors:list", "monitoring.coreos.com/podmonitors:watch",
-	"monitoring.coreos.com/probes:get", "monitoring.coreos.com/probes:list", "monitoring.coreos.com/probes:watch",
-	"monitoring.coreos.com/scrapeconfigs:get", "monitoring.coreos.com/scrapeconfigs:list", "monitoring.coreos.com/scrapeconfigs:watch",
-	"monitoring.coreos.com/servicemonitors:get", "monitoring.coreos.com/servicemonitors:list", "monitoring.coreos.com/servicemonitors:watch",
+	"discovery.k8s.io/endpointslices:list", "discovery.k8s.io/endpointslices:watch",
+	"networking.k8s.io/ingresses:list", "networking.k8s.io/ingresses:watch",
+	"monitoring.coreos.com/podmonitors:list", "monitoring.coreos.com/podmonitors:watch",
+	"monitoring.coreos.com/probes:list", "monitoring.coreos.com/probes:watch",
+	"monitoring.coreos.com/scrapeconfigs:list", "monitoring.coreos.com/scrapeconfigs:watch",
+	"monitoring.coreos.com/servicemonitors:list", "monitoring.coreos.com/servicemonitors:watch",
 	"url /metrics:get",
 }
 

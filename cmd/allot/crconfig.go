@@ -79,6 +79,11 @@ func (o *crOptions) start(g *group, file *configfile.File, sc *scrapeConfigs, re
 	if !o.cfg.Enabled {
 		return nil
 	}
+	if file != nil && file.Prometheus != nil {
+		// Generated jobs inherit the file's global settings (intervals,
+		// limits), as jobs in the file do.
+		o.cfg.Global = &file.Prometheus.GlobalConfig
+	}
 	if err := o.cfg.Validate(); err != nil {
 		return fmt.Errorf("prometheus_cr: %w", err)
 	}

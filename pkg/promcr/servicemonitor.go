@@ -130,7 +130,6 @@ func (g *generator) serviceMonitorEndpoint(m *monitoringv1.ServiceMonitor, ep mo
 			src = "__meta_kubernetes_endpointslice_port_name"
 		}
 		rel = append(rel, yaml.MapSlice{item("action", "keep"), item("source_labels", []string{src}), item("regex", ep.Port)})
-	//nolint:staticcheck // targetPort is deprecated but still honoured.
 	case ep.TargetPort != nil && ep.TargetPort.StrVal != "":
 		rel = append(rel, yaml.MapSlice{item("action", "keep"), item("source_labels", []string{"__meta_kubernetes_pod_container_port_name"}), item("regex", ep.TargetPort.String())})
 	case ep.TargetPort != nil && ep.TargetPort.IntVal != 0:

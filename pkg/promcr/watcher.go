@@ -23,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	utiljson "k8s.io/apimachinery/pkg/util/json"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/discovery"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
@@ -252,7 +253,7 @@ func (w *Watcher) Run(ctx context.Context, onChange func([]*promconfig.ScrapeCon
 func (w *Watcher) startInformers(ctx context.Context, wg *sync.WaitGroup, st *runState, kick func()) error {
 	offered := map[schema.GroupVersionResource]bool{}
 	for _, gv := range []string{"monitoring.coreos.com/v1", "monitoring.coreos.com/v1alpha1"} {
-		list, err := w.client.Discovery().ServerResourcesForGroupVersion(gv)
+		list, err := serverResources(ctx, w.client.Discovery(), gv)
 		if apierrors.IsNotFound(err) {
 			continue
 		}
@@ -313,6 +314,14 @@ func (w *Watcher) startInformers(ctx context.Context, wg *sync.WaitGroup, st *ru
 func newInformer(lw *cache.ListWatch, client any, obj runtime.Object, what string) cache.SharedIndexInformer {
 	return cache.NewSharedIndexInformerWithOptions(cache.ToListWatcherWithWatchListSemantics(lw, client), obj,
 		cache.SharedIndexInformerOptions{ObjectDescription: what})
+}
+
+// serverResources asks with ctx when the discovery client can.
+func serverResources(ctx context.Context, d discovery.DiscoveryInterface, gv string) (*metav1.APIResourceList, error) {
+	if dc, ok := d.(discovery.ServerResourcesInterfaceWithContext); ok {
+		return dc.ServerResourcesForGroupVersionWithContext(ctx, gv)
+	}
+	return d.ServerResourcesForGroupVersion(gv)
 }
 
 func (st *runState) synced() bool {

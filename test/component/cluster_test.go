@@ -256,15 +256,18 @@ func (c *cluster) startScraper(id string) *member {
 	return c.startScraperWith(scraper.Config{ID: id}, c.ledger.consumer(id, c.sink))
 }
 
-// startScraperWith starts a scraper with cfg (keyspace, session, load
-// interval and scrape options filled in) exporting to next.
+// startScraperWith starts a scraper with cfg exporting to next. It sets the
+// keyspace and the scrape options, and the lease TTL and load interval
+// unless cfg has them.
 func (c *cluster) startScraperWith(cfg scraper.Config, next otlp.Consumer) *member {
 	c.t.Helper()
 	cli := c.etcdClient()
 	reg := prometheus.NewRegistry()
 	cfg.Addr = "test:" + cfg.ID
 	cfg.Keyspace = c.ks
-	cfg.Session = leases.SessionConfig{TTL: ttl}
+	if cfg.Session.TTL == 0 {
+		cfg.Session.TTL = ttl
+	}
 	if cfg.LoadInterval == 0 {
 		cfg.LoadInterval = time.Second
 	}

@@ -32,11 +32,16 @@ const (
 	etcdImage  = "gcr.io/etcd-development/etcd:v3.7.3"
 	natsImage  = "nats:2.15.2"
 
-	// interval is the scrape interval. The lease TTL is shorter than it, so a
-	// crashed scraper's targets are claimed again before their next scrape
-	// is due: at most one sample missing per target.
-	interval = 5 * time.Second
-	leaseTTL = 3 * time.Second
+	// leaseTTL is the scrapers' and the rebalancer's --lease.ttl: allot's
+	// default. A session must ride out an etcd leader election (1-2 s with
+	// etcd's default 1 s election timeout): it tolerates at least
+	// TTL - margin (TTL/5) - renewal period (TTL/3) = 2.3 s without a
+	// renewal, where a 3 s TTL tolerates 1.4 s.
+	leaseTTL = 5 * time.Second
+	// interval is the scrape interval. It is longer than the TTL plus the
+	// takeover, so a crashed scraper's targets are claimed again before
+	// their next scrape is due: at most one sample missing per target.
+	interval = 10 * time.Second
 	// rebalanceEvery is the rebalancer's --rebalancer.interval.
 	rebalanceEvery = 2 * time.Second
 	targets        = 30
@@ -81,8 +86,8 @@ type cluster struct {
 	instances map[string]string
 }
 
-const allotConfig = `global:
-  scrape_interval: 5s
+var allotConfig = `global:
+  scrape_interval: ` + interval.String() + `
   scrape_timeout: 4s
 scrape_configs:
 - job_name: demo
