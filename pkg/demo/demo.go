@@ -192,4 +192,3 @@ func (s *Set) Warm(steps int) {
 		}
 	}
 }
-
