@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"testing"
@@ -37,6 +38,9 @@ import (
 // is first or second choice, so it receives and knows about 2/20 of the
 // catalog and owns about 1/20; the bound checked is 3/20 (the whole
 // catalog would be 20/20).
+//
+// ALLOT_BENCH_HEAP_PROFILE=<file> writes the live heap, with every target
+// claimed, for go tool pprof.
 func BenchmarkScraperMemoryPerTarget(b *testing.B) {
 	n := 100000
 	if v := os.Getenv("ALLOT_BENCH_TARGETS"); v != "" {
@@ -152,6 +156,9 @@ func benchScraperMemory(b *testing.B, catalog, pool int) {
 	require.Len(b, claims, catalog)
 	heap2, stack2 := memory()
 	goroutines2 := runtime.NumGoroutine()
+	if path := os.Getenv("ALLOT_BENCH_HEAP_PROFILE"); path != "" {
+		writeHeapProfile(b, path)
+	}
 
 	share := float64(catalog) / float64(pool)
 	received := func(m *member) float64 {
@@ -242,6 +249,15 @@ func memory() (heap, stack float64) {
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)
 	return float64(ms.HeapAlloc), float64(ms.StackInuse)
+}
+
+// writeHeapProfile writes the live heap to path, to see what a target
+// costs and where (go tool pprof -sample_index=inuse_space).
+func writeHeapProfile(b *testing.B, path string) {
+	f, err := os.Create(path)
+	require.NoError(b, err)
+	defer f.Close()
+	require.NoError(b, pprof.WriteHeapProfile(f))
 }
 
 // closedAddr is a loopback address nothing listens on.
