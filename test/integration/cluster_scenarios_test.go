@@ -163,23 +163,39 @@ func TestCluster(t *testing.T) {
 		analyse(c.up(t, "demo"), down, from.Add(-interval), to).check(t, "owned targets during the NATS outage", limits{})
 
 		// Within seconds: the discoverer publishes on reconnecting, the
-		// follower gets it, the preferred scraper claims it and scrapes it
-		// at its first scheduled time, at most an interval later.
-		const within = 2*interval + 5*time.Second
-		var took time.Duration
-		waitFor(t, time.Minute, "the target added during the outage scraped", func() bool {
-			for _, ts := range c.up(t, "extra") {
-				if len(ts) > 0 {
-					took = time.UnixMilli(ts[0]).Sub(back)
+		// follower gets it and the preferred scraper claims it; its first
+		// scrape is due at most an interval later.
+		var added string
+		waitFor(t, time.Minute, "the target added during the outage in the catalog", func() bool {
+			for id, inst := range c.catalog(t) {
+				if inst == "discoverer:8080" {
+					added = id
 					return true
 				}
 			}
 			return false
 		})
-		if took > within {
-			t.Errorf("target added during the outage first scraped %s after NATS returned, want at most %s", took.Round(time.Millisecond), within)
-		} else {
-			t.Logf("target added during the outage first scraped %s after NATS returned", took.Round(time.Millisecond))
+		var first time.Time
+		waitFor(t, time.Minute, "the target added during the outage scraped", func() bool {
+			for _, ts := range c.up(t, "extra") {
+				if len(ts) > 0 {
+					first = time.UnixMilli(ts[0])
+					return true
+				}
+			}
+			return false
+		})
+		claimed := c.claimedAwayAfter(added, "", back)
+		switch {
+		case claimed.IsZero():
+			t.Errorf("target added during the outage (%s) scraped but never claimed", added)
+		case claimed.Sub(back) > 5*time.Second:
+			t.Errorf("target added during the outage claimed %s after NATS returned, want at most 5s", claimed.Sub(back).Round(time.Millisecond))
+		case first.Sub(claimed) > interval+time.Second:
+			t.Errorf("target added during the outage first scraped %s after it was claimed, want at most one interval", first.Sub(claimed).Round(time.Millisecond))
+		default:
+			t.Logf("target added during the outage claimed %s and first scraped %s after NATS returned",
+				claimed.Sub(back).Round(time.Millisecond), first.Sub(back).Round(time.Millisecond))
 		}
 		c.settle(t, time.Minute, three...)
 	})

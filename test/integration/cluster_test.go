@@ -188,23 +188,16 @@ func (c *cluster) clusterFlags(session bool) []string {
 	}
 	if session {
 		f = append(f, "--lease.ttl", leaseTTL.String())
-		if m := os.Getenv("ALLOT_IT_MARGIN"); m != "" { // EXPERIMENT
-			f = append(f, "--lease.margin", m)
-		}
 	}
 	return f
 }
 
 func (c *cluster) scraperRequest(id string) []tc.ContainerCustomizer {
-	var extra []tc.ContainerCustomizer
-	if h := os.Getenv("ALLOT_IT_HOSTNAME"); h != "" { // EXPERIMENT
-		extra = append(extra, tc.WithConfigModifier(func(cfg *container.Config) { cfg.Hostname = h }))
-	}
-	return append(extra,
+	return []tc.ContainerCustomizer{
 		tc.WithCmd(append([]string{"scraper", "--scraper.id", id, "--otlp.endpoint", "http://sink:4318",
 			"--web.external-address", id + ":8080"}, c.clusterFlags(true)...)...),
-		tc.WithWaitStrategy(wait.ForHTTP("/-/healthy").WithPort("8080/tcp").WithStartupTimeout(90*time.Second)),
-	)
+		tc.WithWaitStrategy(wait.ForHTTP("/-/healthy").WithPort("8080/tcp").WithStartupTimeout(90 * time.Second)),
+	}
 }
 
 func (c *cluster) addScraper(t *testing.T, id string) *tc.DockerContainer {
