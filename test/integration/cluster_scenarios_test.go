@@ -67,6 +67,19 @@ func TestCluster(t *testing.T) {
 		pause(t, time.Until(killed.Add(slowest+3*interval)))
 		up := c.up(t, "demo", "extra")
 		insts := c.instancesOf(lost)
+		for i, id := range lost {
+			claimed := c.claimedAwayAfter(id, victim, killed)
+			var first time.Time
+			for _, ms := range up[insts[i]] {
+				if ms > killed.UnixMilli() {
+					first = time.UnixMilli(ms)
+					break
+				}
+			}
+			if first.IsZero() || first.Sub(claimed) > interval+time.Second {
+				t.Errorf("%s first scraped at %s after the kill, claimed at %s: want within one interval of the claim", insts[i], rel(first.Sub(killed)), rel(claimed.Sub(killed)))
+			}
+		}
 		to := time.Now().Add(-exportLag)
 		analyse(only(up, insts), killed, killed.Add(-interval), to).check(t, "kill -9: targets of "+victim, limits{missing: 1})
 		analyse(except(up, insts), killed, killed.Add(-interval), to).check(t, "kill -9: other targets", limits{})
@@ -276,13 +289,18 @@ func TestCluster(t *testing.T) {
 				t.Errorf("%s owns nothing after scaling out", id)
 			}
 		}
-		// placement's own bound (TestPlanScaling): at most 10% more moves
-		// than the ideal share of the targets, k/(n+k) for k new members.
+		// placement's own bound (TestPlanScaling): a plan moves at most 10%
+		// more targets than the ideal share a new member takes, N/(m+1). The
+		// three register a few hundred ms apart and the rebalancer plans
+		// 200 ms after each member change, so it may plan for 4, 5 and 6
+		// members in turn: N·(1/4+1/5+1/6) is the ideal then, N·3/6 if it
+		// sees all three at once.
 		out := c.claims.handoffs(from, mid)
-		if moves, limit := total(out), int(math.Ceil(1.1*float64(n)*3/6)); moves > limit {
-			t.Errorf("scaling 3 → 6 moved targets %d times, want at most %d (1.1 × %d × 3/6)", moves, limit, n)
+		limit := int(math.Ceil(1.1 * float64(n) * (1.0/4 + 1.0/5 + 1.0/6)))
+		if moves := total(out); moves > limit {
+			t.Errorf("scaling 3 → 6 moved targets %d times, want at most %d (1.1 × %d × (1/4+1/5+1/6))", moves, limit, n)
 		} else {
-			t.Logf("scaling 3 → 6 moved %d of %d targets %d times (bound %d)", len(out), n, moves, limit)
+			t.Logf("scaling 3 → 6 moved %d of %d targets %d times (ideal %d at once, bound %d one by one)", len(out), n, moves, (n+1)/2, limit)
 		}
 
 		// Scaling in without a gap: drain first (operations.md), then stop.
