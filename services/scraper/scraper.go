@@ -321,6 +321,14 @@ func (s *Scraper) sessions(ctx context.Context) {
 			if !s.call(ctx, func() { s.onSessionLost(gen) }) {
 				return
 			}
+			// The lost lease may still live on the server (the renewals
+			// failed during an etcd election, say): revoke it so its
+			// claims are freed now instead of a TTL later. The gate is shut
+			// and the loops have stopped, so nothing scrapes on its behalf;
+			// Close gives up after one TTL if etcd stays out of reach.
+			if err := sess.Close(); err != nil {
+				s.logger.Debug("revoke the lost lease", "err", err)
+			}
 		case <-ctx.Done():
 			cancel()
 			wg.Wait()

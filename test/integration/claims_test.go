@@ -44,7 +44,7 @@ func newEtcdClient(t *testing.T, c *cluster) *etcdClient {
 	return &etcdClient{c: c, cli: cli}
 }
 
-// etcdEndpoints returns the client URLs of the running members, in the
+// etcdEndpointsByMember returns the client URLs of the running members, in the
 // order of c.etcd ("" for a member that is not running).
 func (c *cluster) etcdEndpointsByMember(t *testing.T) []string {
 	t.Helper()
