@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"flag"
-	"fmt"
 	"os"
 	"time"
 
@@ -208,5 +207,3 @@ func hostnameOr(def string) string {
 	}
 	return h
 }
-
-var _ = fmt.Sprintf

@@ -19,9 +19,7 @@ import (
 	"go.yaml.in/yaml/v2"
 
 	"github.com/allot-dev/allot/pkg/configfile"
-	"github.com/allot-dev/allot/pkg/events"
 	"github.com/allot-dev/allot/pkg/export"
-	"github.com/allot-dev/allot/pkg/leases"
 	"github.com/allot-dev/allot/pkg/otlp"
 	"github.com/allot-dev/allot/services/discoverer"
 	"github.com/allot-dev/allot/services/rebalancer"
@@ -233,8 +231,3 @@ func startRebalancer(g *group, srv *server, cfg rebalancer.Config, cli *clientv3
 	g.Go("rebalancer", r.Run)
 	return r, nil
 }
-
-var (
-	_ = leases.Keyspace{}
-	_ = events.Config{}
-)
