@@ -108,6 +108,7 @@ type Session struct {
 	margin   time.Duration
 	interval time.Duration
 	retry    time.Duration
+	attempt  time.Duration // bound on one renewal attempt
 	logger   *slog.Logger
 	metrics  *sessionMetrics
 	renew    atomic.Pointer[renewFunc]
@@ -165,6 +166,7 @@ func NewSession(ctx context.Context, cli *clientv3.Client, cfg SessionConfig, lo
 	// Retries after a failed renewal come quicker than regular renewals so
 	// that a short hiccup costs no more than a fraction of the margin.
 	s.retry = max(s.interval/4, 50*time.Millisecond)
+	s.attempt = max(s.interval/2, 100*time.Millisecond)
 	s.alive, s.kill = context.WithCancelCause(context.Background())
 	renew := renewFunc(cli.KeepAliveOnce)
 	s.renew.Store(&renew)
@@ -315,9 +317,13 @@ func (s *Session) run(ctx context.Context) {
 			go func() {
 				defer wg.Done()
 				// No point waiting past the deadline: the session is lost then.
-				cctx, cancel := context.WithDeadline(rctx, dl)
-				defer cancel()
+				// Nor past one attempt's bound: a renewal sent to a member
+				// that lost its leader waits for an election that may
+				// already have ended elsewhere, and only a fresh attempt
+				// can reach the new leader in time.
 				sent := time.Now()
+				cctx, cancel := context.WithDeadline(rctx, earliest(dl, sent.Add(s.attempt)))
+				defer cancel()
 				resp, err := renew(cctx, s.id)
 				if err == nil && resp.TTL <= 0 {
 					err = rpctypes.ErrLeaseNotFound
@@ -341,10 +347,22 @@ func (s *Session) run(ctx context.Context) {
 				s.metrics.keepaliveFailures.Inc()
 				s.logger.Warn("lease renewal failed", "err", r.err, "failures", failures,
 					"time_left", time.Until(s.Deadline()).Round(time.Millisecond))
-				next.Reset(s.retry)
+				// An attempt that timed out already waited long enough.
+				wait := s.retry
+				if errors.Is(r.err, context.DeadlineExceeded) {
+					wait = 0
+				}
+				next.Reset(wait)
 			}
 		}
 	}
+}
+
+func earliest(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return a
+	}
+	return b
 }
 
 func (s *Session) lose(why string, attrs ...any) {

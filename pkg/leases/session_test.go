@@ -242,3 +242,51 @@ func gaugeValue(t *testing.T, g prometheus.Gatherer, name string) float64 {
 	t.Fatalf("metric %s not found", name)
 	return 0
 }
+
+// TestSessionHungRenewal makes renewals hang as they do on an etcd member
+// whose leader just died: the request waits for an election that, from the
+// client's point of view, may never end on that member. The session must
+// give up on the stuck attempt and renew with a fresh one in time.
+func TestSessionHungRenewal(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		hung int // consecutive attempts that hang
+	}{
+		{"one attempt hangs", 1},
+		{"two attempts hang", 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			te := startEtcd(t)
+			// TTL 6 s gives an interval of 2 s and an attempt bound of 1 s:
+			// two hung attempts end 4 s after the last renewal, before the
+			// local deadline at TTL - margin = 4.8 s.
+			s := te.session(t, SessionConfig{TTL: 6 * time.Second}, nil)
+			var hang, calls, renewed atomic.Int32
+			real := te.cli.KeepAliveOnce
+			s.setRenew(func(ctx context.Context, id clientv3.LeaseID) (*clientv3.LeaseKeepAliveResponse, error) {
+				calls.Add(1)
+				if hang.Load() > 0 {
+					hang.Add(-1)
+					<-ctx.Done()
+					return nil, ctx.Err()
+				}
+				resp, err := real(ctx, id)
+				if err == nil {
+					renewed.Add(1)
+				}
+				return resp, err
+			})
+			require.Eventually(t, func() bool { return renewed.Load() > 0 }, 10*time.Second, 10*time.Millisecond)
+			before := calls.Load()
+			renewedBefore := renewed.Load()
+			hang.Store(int32(tc.hung))
+			require.Eventually(t, func() bool { return hang.Load() == 0 && renewed.Load() > renewedBefore },
+				3*s.TTL(), 10*time.Millisecond)
+			require.NoError(t, s.Err(), "the session must survive %d hung renewals", tc.hung)
+			require.GreaterOrEqual(t, calls.Load()-before, int32(tc.hung+1))
+			require.True(t, s.Deadline().After(time.Now()))
+		})
+	}
+}
