@@ -70,7 +70,12 @@ type target struct {
 	slot     int
 	phase    phase
 	claim    leases.Claim       // phaseOwned
-	tg       *targetgroup.Group // what the scrape manager gets
+	tg       *targetgroup.Group // its labels, as the catalog has them
+	// phased is tg with the phase label, for phaser generation phasedGen;
+	// what the scrape manager gets.
+	phased    *targetgroup.Group
+	phasedTG  *targetgroup.Group // the tg phased was made from
+	phasedGen uint64
 	graceSeq uint64             // identifies the current grace wait
 	failover bool               // the claim attempt follows another owner's loss
 	tracked  bool               // followed by id (its slot is not followed)
@@ -114,6 +119,8 @@ type actorState struct {
 	jobs        map[string]events.Job
 	badJobs     map[string]string // job -> hash that failed to load
 	appliedJobs map[string]bool   // jobs the scrape manager has a config for
+	phaser      *phaser           // for the applied config; nil if the host name is unknown
+	phaseGen    uint64            // counts phasers, so targets know theirs is stale
 	jobsDirty   bool
 
 	gen    uint64         // current session generation, 0 if none
@@ -253,7 +260,7 @@ func (s *Scraper) flush(ctx context.Context) {
 	}
 	for _, st := range a.active {
 		if a.appliedJobs[st.t.Job] {
-			sets[st.t.Job] = append(sets[st.t.Job], st.tg)
+			sets[st.t.Job] = append(sets[st.t.Job], s.phased(st))
 		}
 	}
 	select {
@@ -299,9 +306,33 @@ func (s *Scraper) reconfigure() {
 	s.configs <- appliedConfig{cfg: cfg, jobs: jobs}
 }
 
-func (s *Scraper) onConfigApplied(jobs map[string]bool) {
-	s.a.appliedJobs = jobs
+func (s *Scraper) onConfigApplied(c appliedConfig) {
+	s.a.appliedJobs = c.jobs
+	s.a.phaser = c.phaser
+	s.a.phaseGen++
 	s.markDirty()
+}
+
+// phased is st's target group as the scrape manager gets it: with the
+// phase label that makes every scraper scrape it at the same moments, so
+// that a handoff neither skips nor doubles a sample. The value depends on
+// the applied config and the host, so it is computed again when either
+// changes; for an unchanged job it comes out the same and the scrape
+// manager keeps the loop running.
+func (s *Scraper) phased(st *target) *targetgroup.Group {
+	a := &s.a
+	if st.phased != nil && st.phasedTG == st.tg && st.phasedGen == a.phaseGen {
+		return st.phased
+	}
+	st.phased, st.phasedTG, st.phasedGen = st.tg, st.tg, a.phaseGen
+	if a.phaser != nil {
+		if tg, ok := a.phaser.group(st.tg, st.t.Job, st.t.ID); ok {
+			st.phased = tg
+		} else {
+			s.logger.Debug("no phase label for target; it keeps Prometheus's host-seeded phase", "target", st.t.ID, "job", st.t.Job)
+		}
+	}
+	return st.phased
 }
 
 func (s *Scraper) onMembers(ctx context.Context, ms []leases.Member) {

@@ -411,8 +411,9 @@ func (s *Scraper) runCatalog(ctx context.Context) {
 
 // appliedConfig is a scrape config for the manager and the jobs in it.
 type appliedConfig struct {
-	cfg  *config.Config
-	jobs map[string]bool
+	cfg    *config.Config
+	jobs   map[string]bool
+	phaser *phaser // set by the configurer once cfg is applied
 }
 
 // configurer applies scrape configs off the actor: ApplyConfig restarts the
@@ -426,7 +427,14 @@ func (s *Scraper) configurer(ctx context.Context) {
 			if err := s.mgr.ApplyConfig(c.cfg); err != nil {
 				s.logger.Error("applying scrape config", "err", err)
 			}
-			if !s.post(ctx, func() { s.onConfigApplied(c.jobs) }) {
+			// Computed where the manager computes its seed, right after
+			// it, so that both see the same host name.
+			p, err := newPhaser(c.cfg, "")
+			if err != nil {
+				s.logger.Warn("scrape phases are not aligned across scrapers; a handoff may skip or double one sample", "err", err)
+			}
+			c.phaser = p
+			if !s.post(ctx, func() { s.onConfigApplied(c) }) {
 				return
 			}
 		}
