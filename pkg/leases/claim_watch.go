@@ -50,7 +50,8 @@ type Event struct {
 	Revision  int64  // etcd revision of the change
 }
 
-// Watch reports, from the current revision on, the deletion of any claim
+// Watch reports the moves that exist when it is called (as MoveStarted)
+// and then, from that revision on, the deletion of any claim
 // (the watch filters out puts, so claiming costs watchers nothing) and every
 // start and end of a move. Claim deletions and moves come in revision order
 // each, but not merged with one another. The etcd watches are restarted
@@ -70,13 +71,25 @@ func (c *Claims) Watch(ctx context.Context) <-chan Event {
 	return out
 }
 
+// start fixes the revision the watch starts after and reads the moves that
+// already exist then: a move to this member may have been started between
+// its registration and this call, and no later event would report it.
 func (w *claimWatch) start(ctx context.Context) error {
 	if w.claimRev != 0 {
 		return nil
 	}
-	resp, err := w.c.s.cli.Get(ctx, w.c.ks.Claims(), clientv3.WithCountOnly())
+	ks := w.c.ks
+	resp, err := w.c.s.cli.Get(ctx, ks.Moves(), clientv3.WithPrefix())
 	if err != nil {
-		return fmt.Errorf("read current revision: %w", err)
+		return fmt.Errorf("read current moves: %w", err)
+	}
+	for _, kv := range resp.Kvs {
+		m, err := decodeMove(ks, kv)
+		if err != nil {
+			w.c.s.logger.Warn("skipping undecodable move", "err", err)
+			continue
+		}
+		w.pending = append(w.pending, Event{Type: MoveStarted, Target: m.Target, Move: m, Revision: kv.ModRevision})
 	}
 	w.claimRev = resp.Header.Revision + 1
 	w.moveRev = w.claimRev
@@ -86,7 +99,8 @@ func (w *claimWatch) start(ctx context.Context) error {
 type claimWatch struct {
 	c                 *Claims
 	out               chan<- Event
-	claimRev, moveRev int64 // next revision each watch must start at
+	claimRev, moveRev int64   // next revision each watch must start at
+	pending           []Event // moves that existed at the start, not yet sent
 }
 
 func (w *claimWatch) run(ctx context.Context) {
@@ -110,6 +124,12 @@ func (w *claimWatch) watch(ctx context.Context, bo *backoff) error {
 	cli, ks := w.c.s.cli, w.c.ks
 	if err := w.start(ctx); err != nil {
 		return err
+	}
+	for len(w.pending) > 0 {
+		if !w.send(ctx, w.pending[0]) {
+			return ctx.Err()
+		}
+		w.pending = w.pending[1:]
 	}
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()

@@ -130,3 +130,53 @@ func TestWatchCompacted(t *testing.T) {
 		t.Fatal("watch did not resume after compaction")
 	}
 }
+
+// TestWatchReportsExistingMoves starts a watch after moves were written, as
+// a scraper does when the rebalancer plans a move to it between its
+// registration and its watch: the moves that exist must still be reported,
+// once each, and later ones as usual.
+func TestWatchReportsExistingMoves(t *testing.T) {
+	t.Parallel()
+	te := startEtcd(t)
+	ks := Keyspace{}
+	ctx := testCtx(t)
+	a := NewClaims(te.session(t, SessionConfig{}, nil), ks, "a", 0, nil)
+	b := NewClaims(te.session(t, SessionConfig{}, nil), ks, "b", 0, nil)
+	reb := te.session(t, SessionConfig{}, nil)
+
+	ts := targets(3)
+	aWon, err := a.Claim(ctx, ts)
+	require.NoError(t, err)
+	move := func(i int) Move {
+		return Move{Target: ts[i], From: "a", To: "b", Epoch: aWon[i].Epoch, Deadline: time.Now().Add(time.Minute).UTC()}
+	}
+	before := []Move{move(0), move(1)}
+	for _, m := range before {
+		require.NoError(t, StartMove(ctx, reb, ks, m))
+	}
+
+	events := b.Watch(ctx)
+	next := func() Event {
+		t.Helper()
+		select {
+		case e := <-events:
+			return e
+		case <-time.After(5 * time.Second):
+			t.Fatal("no event")
+			return Event{}
+		}
+	}
+	got := map[string]Move{}
+	for range before {
+		e := next()
+		require.Equal(t, MoveStarted, e.Type)
+		got[e.Target] = e.Move
+	}
+	require.Equal(t, map[string]Move{ts[0]: before[0], ts[1]: before[1]}, got)
+
+	later := move(2)
+	require.NoError(t, StartMove(ctx, reb, ks, later))
+	e := next()
+	require.Equal(t, MoveStarted, e.Type)
+	require.Equal(t, later, e.Move, "existing moves are reported once, then the watch goes on")
+}
