@@ -1,4 +1,6 @@
-// Package export sends converted scrapes (pmetric.Metrics) to backends: OTLP
+// Package export sends converted scrapes (pmetric.Metrics, or OTLP requests
+// already encoded by pkg/otlp, which the OTLP exporters send as they are and
+// concatenate into batches) to backends: OTLP
 // over HTTP and gRPC, Prometheus remote write, and a Prometheus pull
 // endpoint, several at once.
 //

@@ -3,6 +3,7 @@ package export
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"sync"
 
@@ -53,6 +54,52 @@ func (s *Set) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error {
 			md.CopyTo(m)
 		}
 		if err := e.ConsumeMetrics(ctx, m); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// encodedExporter is an exporter that takes encoded scrapes (the pipeline
+// exporters; the OTLP ones send them as they are).
+type encodedExporter interface {
+	AcceptsEncoded() bool
+	ConsumeEncoded(ctx context.Context, req []byte, points int) error
+}
+
+// AcceptsEncoded reports whether every exporter sends encoded scrapes as
+// they are (only OTLP exporters); otherwise the pdata form is cheaper for
+// the appender to build. It implements otlp.EncodedConsumer.
+func (s *Set) AcceptsEncoded() bool {
+	for _, e := range s.exporters {
+		if ee, ok := e.(encodedExporter); !ok || !ee.AcceptsEncoded() {
+			return false
+		}
+	}
+	return len(s.exporters) > 0
+}
+
+// ConsumeEncoded hands an encoded scrape to every exporter: the same bytes
+// to those that take them, decoded pdata (once, copied as ConsumeMetrics
+// does) to the others.
+func (s *Set) ConsumeEncoded(ctx context.Context, req []byte, points int) error {
+	var errs []error
+	var rest []Exporter
+	for _, e := range s.exporters {
+		if ee, ok := e.(encodedExporter); ok {
+			if err := ee.ConsumeEncoded(ctx, req, points); err != nil {
+				errs = append(errs, err)
+			}
+			continue
+		}
+		rest = append(rest, e)
+	}
+	if len(rest) > 0 {
+		md, err := (&pmetric.ProtoUnmarshaler{}).UnmarshalMetrics(req)
+		if err != nil {
+			return errors.Join(append(errs, fmt.Errorf("export: decode scrape: %w", err))...)
+		}
+		if err := NewFanout(rest...).ConsumeMetrics(ctx, md); err != nil {
 			errs = append(errs, err)
 		}
 	}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
@@ -18,6 +17,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/encoding/gzip"
+	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/status"
 )
 
@@ -93,7 +93,7 @@ func newOTLPGRPC(cfg OTLPGRPCConfig, m *metrics, logger *slog.Logger) (*OTLPGRPC
 		conn.Close()
 		return nil, fmt.Errorf("otlp grpc: %w", err)
 	}
-	c := &otlpGRPCClient{conn: conn, client: pmetricotlp.NewGRPCClient(conn)}
+	c := &otlpGRPCClient{conn: conn, callOpts: []grpc.CallOption{grpc.ForceCodecV2(rawCodec{})}}
 	if cfg.Compression == CompressionGzip {
 		c.callOpts = append(c.callOpts, grpc.UseCompressor(gzip.Name))
 	}
@@ -139,13 +139,16 @@ func grpcTarget(endpoint string, tlsConfigured bool) (string, bool, error) {
 
 type otlpGRPCClient struct {
 	conn     *grpc.ClientConn
-	client   pmetricotlp.GRPCClient
 	callOpts []grpc.CallOption
 }
 
-func (c *otlpGRPCClient) send(ctx context.Context, md pmetric.Metrics) error {
-	resp, err := c.client.Export(ctx, pmetricotlp.NewExportRequestFromMetrics(md), c.callOpts...)
-	if err != nil {
+// exportMethod is the OTLP metrics service's Export RPC.
+const exportMethod = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
+
+// sendEncoded calls Export with an encoded request, as it is (rawCodec).
+func (c *otlpGRPCClient) sendEncoded(ctx context.Context, req []byte) error {
+	resp := pmetricotlp.NewExportResponse()
+	if err := c.conn.Invoke(ctx, exportMethod, rawRequest(req), &resp, c.callOpts...); err != nil {
 		return classifyGRPC(err)
 	}
 	if n := resp.PartialSuccess().RejectedDataPoints(); n > 0 {
@@ -155,6 +158,35 @@ func (c *otlpGRPCClient) send(ctx context.Context, md pmetric.Metrics) error {
 }
 
 func (c *otlpGRPCClient) close() error { return c.conn.Close() }
+
+// rawRequest is an encoded ExportMetricsServiceRequest.
+type rawRequest []byte
+
+// rawCodec is the "proto" codec for one call: it sends a rawRequest as it
+// is and decodes the response with pdata, so that encoded scrapes go out
+// without being decoded into pdata and marshalled again.
+type rawCodec struct{}
+
+func (rawCodec) Name() string { return "proto" }
+
+func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
+	req, ok := v.(rawRequest)
+	if !ok {
+		return nil, fmt.Errorf("otlp grpc: cannot marshal %T", v)
+	}
+	return mem.BufferSlice{mem.SliceBuffer(req)}, nil
+}
+
+func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	resp, ok := v.(*pmetricotlp.ExportResponse)
+	if !ok {
+		return fmt.Errorf("otlp grpc: cannot unmarshal into %T", v)
+	}
+	if err := resp.UnmarshalProto(data.Materialize()); err != nil {
+		return fmt.Errorf("otlp grpc: decode response: %w", err)
+	}
+	return nil
+}
 
 // classifyGRPC follows the OTLP specification's retryable codes, and
 // honours a RetryInfo detail as Retry-After.

@@ -15,7 +15,6 @@ import (
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 )
 
@@ -170,12 +169,10 @@ type otlpHTTPClient struct {
 	zws  sync.Pool // *gzip.Writer
 }
 
-func (c *otlpHTTPClient) send(ctx context.Context, md pmetric.Metrics) error {
-	raw, err := pmetricotlp.NewExportRequestFromMetrics(md).MarshalProto()
-	if err != nil {
-		return permanent(fmt.Errorf("marshal: %w", err), "marshal")
-	}
+// sendEncoded posts an encoded ExportMetricsServiceRequest.
+func (c *otlpHTTPClient) sendEncoded(ctx context.Context, raw []byte) error {
 	body := raw
+	var err error
 	if c.gzip {
 		buf := c.buffer()
 		defer c.bufs.Put(buf)

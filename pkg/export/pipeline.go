@@ -3,6 +3,7 @@ package export
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"math/rand/v2"
 	"sync"
@@ -12,11 +13,23 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric"
 )
 
-// client sends one batch to a backend. Errors that are not *sendError are
+// client sends one batch to a backend, as pdata (metricsClient) or as an
+// encoded OTLP request (encodedClient). Errors that are not *sendError are
 // taken as retryable (connection refused, timeouts).
 type client interface {
-	send(ctx context.Context, md pmetric.Metrics) error
 	close() error
+}
+
+type metricsClient interface {
+	client
+	send(ctx context.Context, md pmetric.Metrics) error
+}
+
+// encodedClient sends the protobuf of an ExportMetricsServiceRequest as it
+// is: encoded scrapes are concatenated, not decoded.
+type encodedClient interface {
+	client
+	sendEncoded(ctx context.Context, req []byte) error
 }
 
 // BatchConfig bounds a request: the sender sends once MaxPoints data points
@@ -136,6 +149,28 @@ func (p *pipeline) ConsumeMetrics(_ context.Context, md pmetric.Metrics) error {
 	return nil
 }
 
+// AcceptsEncoded reports whether the exporter sends encoded scrapes as they
+// are (OTLP); it implements otlp.EncodedConsumer.
+func (p *pipeline) AcceptsEncoded() bool {
+	_, ok := p.c.(encodedClient)
+	return ok
+}
+
+// ConsumeEncoded queues a scrape encoded as an OTLP request with points data
+// points; req is not modified. It fails at once when the queue is full.
+func (p *pipeline) ConsumeEncoded(_ context.Context, req []byte, points int) error {
+	if p.closing.Load() {
+		return ErrShutdown
+	}
+	if err := p.q.putEncoded(req, points); err != nil {
+		p.m.dropped(reasonQueueFull, points)
+		p.drops.note(p.logger, reasonQueueFull, err)
+		return err
+	}
+	p.m.queueLength.Set(float64(p.q.len()))
+	return nil
+}
+
 // Shutdown stops accepting, sends what is queued until ctx ends, then
 // cancels the send in flight and stops the sender. What a persistent queue
 // still holds stays on disk for the next start.
@@ -170,7 +205,15 @@ func (p *pipeline) run() {
 			return // shut down and drained
 		}
 		batch, last, points := p.gather(first)
-		if !p.deliver(batch, points) {
+		payload, err := p.payload(batch)
+		if err != nil {
+			// Cannot happen for what the appender and the queues produce.
+			p.m.dropped("marshal", points)
+			p.drops.note(p.logger, "marshal", err)
+			_ = p.q.ack(last)
+			continue
+		}
+		if !p.deliver(payload, points) {
 			// Stopped mid-delivery. A persistent queue keeps the batch for
 			// the next start; from memory it is lost.
 			if _, ok := p.q.(*memQueue); ok {
@@ -191,8 +234,8 @@ func (p *pipeline) run() {
 
 // gather builds a batch starting with first: more queued scrapes until
 // MaxPoints or MaxWait.
-func (p *pipeline) gather(first item) (pmetric.Metrics, item, int) {
-	batch, last, points := first.md, first, first.points
+func (p *pipeline) gather(first item) ([]item, item, int) {
+	batch, last, points := []item{first}, first, first.points
 	if points >= p.cfg.batch.MaxPoints {
 		return batch, last, points
 	}
@@ -203,22 +246,66 @@ func (p *pipeline) gather(first item) (pmetric.Metrics, item, int) {
 		if err != nil {
 			break
 		}
-		it.md.ResourceMetrics().MoveAndAppendTo(batch.ResourceMetrics())
+		batch = append(batch, it)
 		points += it.points
 		last = it
 	}
 	return batch, last, points
 }
 
+// payload is a batch the way the client sends it: encoded scrapes
+// concatenated (pdata ones marshalled) for an encodedClient, else pdata
+// (encoded ones decoded), merged.
+func (p *pipeline) payload(batch []item) (any, error) {
+	if _, ok := p.c.(encodedClient); ok {
+		if len(batch) == 1 {
+			return batch[0].encoded()
+		}
+		var req []byte
+		for _, it := range batch {
+			raw, err := it.encoded()
+			if err != nil {
+				return nil, err
+			}
+			// Repeated resource_metrics fields: encodings concatenate.
+			req = append(req, raw...)
+		}
+		return req, nil
+	}
+	md, err := batch[0].metrics()
+	if err != nil {
+		return nil, err
+	}
+	for _, it := range batch[1:] {
+		m, err := it.metrics()
+		if err != nil {
+			return nil, err
+		}
+		m.ResourceMetrics().MoveAndAppendTo(md.ResourceMetrics())
+	}
+	return md, nil
+}
+
+// send hands a payload to the client.
+func (p *pipeline) send(ctx context.Context, payload any) error {
+	switch v := payload.(type) {
+	case []byte:
+		return p.c.(encodedClient).sendEncoded(ctx, v)
+	case pmetric.Metrics:
+		return p.c.(metricsClient).send(ctx, v)
+	}
+	return permanent(fmt.Errorf("payload %T", payload), "marshal")
+}
+
 // deliver sends a batch, retrying what may pass, until it is sent or
 // dropped for good (true), or the exporter is stopped (false).
-func (p *pipeline) deliver(md pmetric.Metrics, points int) bool {
+func (p *pipeline) deliver(payload any, points int) bool {
 	start := time.Now()
 	wait := p.cfg.retry.InitialInterval
 	for {
 		ctx, cancel := context.WithTimeout(p.sendCtx, p.cfg.timeout)
 		t0 := time.Now()
-		err := p.c.send(ctx, md)
+		err := p.send(ctx, payload)
 		cancel()
 		p.m.latency.Observe(time.Since(t0).Seconds())
 		if err == nil {

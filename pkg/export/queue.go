@@ -2,6 +2,7 @@ package export
 
 import (
 	"context"
+	"fmt"
 	"sync"
 
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -14,6 +15,9 @@ import (
 type queue interface {
 	// put adds md or fails with ErrQueueFull.
 	put(md pmetric.Metrics) error
+	// putEncoded adds a scrape encoded as an OTLP request (see
+	// otlp.EncodedConsumer) with points data points, or fails like put.
+	putEncoded(req []byte, points int) error
 	// get waits for the oldest unacked item not handed out yet.
 	get(ctx context.Context) (item, error)
 	// ack removes every item up to and including it.
@@ -24,11 +28,37 @@ type queue interface {
 	close() error
 }
 
-// item is one queued scrape.
+// item is one queued scrape: pdata, or encoded as the protobuf of an
+// ExportMetricsServiceRequest (raw; never modified, it may be shared).
 type item struct {
 	md     pmetric.Metrics
+	raw    []byte
 	points int
 	seq    uint64
+}
+
+// metrics returns the item as pdata, decoding it if it is encoded.
+func (it item) metrics() (pmetric.Metrics, error) {
+	if it.raw == nil {
+		return it.md, nil
+	}
+	md, err := (&pmetric.ProtoUnmarshaler{}).UnmarshalMetrics(it.raw)
+	if err != nil {
+		return pmetric.Metrics{}, fmt.Errorf("decode queued scrape: %w", err)
+	}
+	return md, nil
+}
+
+// encoded returns the item encoded, marshalling it if it is pdata.
+func (it item) encoded() ([]byte, error) {
+	if it.raw != nil {
+		return it.raw, nil
+	}
+	raw, err := (&pmetric.ProtoMarshaler{}).MarshalMetrics(it.md)
+	if err != nil {
+		return nil, fmt.Errorf("encode queued scrape: %w", err)
+	}
+	return raw, nil
 }
 
 // memQueue is a bounded in-memory FIFO.
@@ -46,13 +76,22 @@ func newMemQueue(capacity int) *memQueue {
 }
 
 func (q *memQueue) put(md pmetric.Metrics) error {
+	return q.add(item{md: md, points: md.DataPointCount()})
+}
+
+func (q *memQueue) putEncoded(req []byte, points int) error {
+	return q.add(item{raw: req, points: points})
+}
+
+func (q *memQueue) add(it item) error {
 	q.mu.Lock()
 	if len(q.items) >= q.cap {
 		q.mu.Unlock()
 		return ErrQueueFull
 	}
 	q.seq++
-	q.items = append(q.items, item{md: md, points: md.DataPointCount(), seq: q.seq})
+	it.seq = q.seq
+	q.items = append(q.items, it)
 	q.mu.Unlock()
 	select {
 	case q.notEmpty <- struct{}{}:

@@ -213,7 +213,12 @@ func (q *diskQueue) put(md pmetric.Metrics) error {
 	if err != nil {
 		return fmt.Errorf("queue: marshal: %w", err)
 	}
-	points := md.DataPointCount()
+	return q.putEncoded(payload, md.DataPointCount())
+}
+
+// putEncoded writes an encoded scrape as it is: a record's payload is a
+// MetricsData, which is the same encoding as an ExportMetricsServiceRequest.
+func (q *diskQueue) putEncoded(payload []byte, points int) error {
 	q.mu.Lock()
 	if q.closed {
 		q.mu.Unlock()
@@ -260,12 +265,13 @@ func (q *diskQueue) get(ctx context.Context) (item, error) {
 			q.handed++
 			path := q.segPath(r.seg)
 			q.mu.Unlock()
-			md, err := readRecord(path, r)
+			raw, err := readRecord(path, r)
 			if err != nil {
 				// An unreadable record cannot be sent; skip it.
 				return item{md: pmetric.NewMetrics(), points: 0, seq: r.seq}, nil
 			}
-			return item{md: md, points: r.points, seq: r.seq}, nil
+			// Handed out encoded: an OTLP exporter sends it as it is.
+			return item{raw: raw, points: r.points, seq: r.seq}, nil
 		}
 		q.mu.Unlock()
 		select {
@@ -285,17 +291,18 @@ func (q *diskQueue) segPath(first uint64) string {
 	return filepath.Join(q.dir, fmt.Sprintf("seg-%020d", first))
 }
 
-func readRecord(path string, r diskRec) (pmetric.Metrics, error) {
+// readRecord reads the payload of r.
+func readRecord(path string, r diskRec) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return pmetric.Metrics{}, err
+		return nil, err
 	}
 	defer f.Close()
 	buf := make([]byte, r.n)
 	if _, err := f.ReadAt(buf, r.off); err != nil {
-		return pmetric.Metrics{}, err
+		return nil, err
 	}
-	return (&pmetric.ProtoUnmarshaler{}).UnmarshalMetrics(buf)
+	return buf, nil
 }
 
 func (q *diskQueue) ack(it item) error {

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 )
 
 type queueOpener func(t *testing.T, dir string, capacity int) queue
@@ -33,8 +34,8 @@ func TestQueues(t *testing.T) {
 			require.NoError(t, err)
 			b, err := q.get(ctx)
 			require.NoError(t, err)
-			require.Equal(t, []point{{"a", 0}}, pointsOf(a.md))
-			require.Equal(t, []point{{"a", 1}}, pointsOf(b.md))
+			require.Equal(t, []point{{"a", 0}}, pointsOf(itemMetrics(t, a)))
+			require.Equal(t, []point{{"a", 1}}, pointsOf(itemMetrics(t, b)))
 			require.Equal(t, 1, a.points)
 			require.Equal(t, 3, q.len(), "handed out is not acked")
 			require.NoError(t, q.ack(b))
@@ -42,12 +43,12 @@ func TestQueues(t *testing.T) {
 			require.NoError(t, q.put(testMetrics("a", 3)))
 			c, err := q.get(ctx)
 			require.NoError(t, err)
-			require.Equal(t, []point{{"a", 2}}, pointsOf(c.md))
+			require.Equal(t, []point{{"a", 2}}, pointsOf(itemMetrics(t, c)))
 			cancelled, cancel := context.WithCancel(ctx)
 			cancel()
 			d, err := q.get(cancelled)
 			require.NoError(t, err, "items there are handed out even when the caller stops waiting")
-			require.Equal(t, []point{{"a", 3}}, pointsOf(d.md))
+			require.Equal(t, []point{{"a", 3}}, pointsOf(itemMetrics(t, d)))
 			_, err = q.get(cancelled)
 			require.ErrorIs(t, err, context.Canceled)
 			require.NoError(t, q.close())
@@ -88,12 +89,12 @@ func TestDiskQueueRecovery(t *testing.T) {
 	for i := 4; i < 10; i++ {
 		it, err := q.get(context.Background())
 		require.NoError(t, err)
-		require.Equal(t, []point{{"a", float64(i)}}, pointsOf(it.md))
+		require.Equal(t, []point{{"a", float64(i)}}, pointsOf(itemMetrics(t, it)))
 	}
 	require.NoError(t, q.put(testMetrics("a", 10)))
 	it, err := q.get(context.Background())
 	require.NoError(t, err)
-	require.Equal(t, []point{{"a", 10}}, pointsOf(it.md))
+	require.Equal(t, []point{{"a", 10}}, pointsOf(itemMetrics(t, it)))
 	require.Greater(t, it.seq, uint64(10), "sequence numbers continue")
 	require.NoError(t, q.ack(it))
 	require.NoError(t, q.close())
@@ -102,4 +103,12 @@ func TestDiskQueueRecovery(t *testing.T) {
 	require.NoError(t, err)
 	require.Zero(t, q.len())
 	require.NoError(t, q.close())
+}
+
+// itemMetrics is the pdata of a queued item.
+func itemMetrics(t *testing.T, it item) pmetric.Metrics {
+	t.Helper()
+	md, err := it.metrics()
+	require.NoError(t, err)
+	return md
 }

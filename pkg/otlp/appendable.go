@@ -29,6 +29,25 @@ type Consumer interface {
 	ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error
 }
 
+// EncodedConsumer is a Consumer that also takes scrapes already encoded as
+// OTLP protobuf, which is how the Appendable hands them over when
+// AcceptsEncoded is true: the encoding path builds no pdata and saves the
+// consumer marshalling it. What it sends decodes to exactly the
+// pmetric.Metrics ConsumeMetrics would have got.
+type EncodedConsumer interface {
+	Consumer
+	// AcceptsEncoded reports whether ConsumeEncoded is the cheaper way in;
+	// it is asked once, by NewAppendable.
+	AcceptsEncoded() bool
+	// ConsumeEncoded takes one committed scrape as the protobuf encoding of
+	// an ExportMetricsServiceRequest (the same bytes as a MetricsData):
+	// resource_metrics fields only, so the encodings of several scrapes
+	// concatenate into one request. points is its number of data points.
+	// The consumer owns req after the call but must not modify it: it may
+	// hand the same bytes to several exporters. Called like ConsumeMetrics.
+	ConsumeEncoded(ctx context.Context, req []byte, points int) error
+}
+
 // ConsumerFunc adapts a function to a Consumer.
 type ConsumerFunc func(ctx context.Context, md pmetric.Metrics) error
 
@@ -68,10 +87,13 @@ func ScrapeOptions(o *scrape.Options) {
 // the Consumer, Rollback drops it. Per-series state (start timestamps, reset
 // detection) is kept per target until Forget or Options.StateTTL.
 type Appendable struct {
-	next    Consumer
-	opts    Options
-	logger  *slog.Logger
-	metrics *appendableMetrics
+	next Consumer
+	enc  EncodedConsumer // next, if it takes encoded scrapes
+	opts Options
+	// scopeEnc is the encoded default instrumentation scope.
+	scopeEnc []byte
+	logger   *slog.Logger
+	metrics  *appendableMetrics
 
 	mu        sync.Mutex
 	targets   map[uint64]*targetState
@@ -96,8 +118,14 @@ func NewAppendable(next Consumer, opts Options, reg prometheus.Registerer, logge
 	if opts.StateTTL <= 0 {
 		opts.StateTTL = time.Hour
 	}
+	var enc EncodedConsumer
+	if e, ok := next.(EncodedConsumer); ok && e.AcceptsEncoded() {
+		enc = e
+	}
 	return &Appendable{
 		next:      next,
+		enc:       enc,
+		scopeEnc:  encodeScope(opts.ScopeName, opts.ScopeVersion),
 		opts:      opts,
 		logger:    logger,
 		metrics:   newAppendableMetrics(reg),

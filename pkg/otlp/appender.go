@@ -56,6 +56,18 @@ type appender struct {
 	// hash without the metric name, when they arrive as series.
 	created map[uint64]int64
 
+	// The encoding path (fast.go): tab is the target's series table while
+	// this appender holds it, seq this appender's number in it; fast is
+	// set while the scrape is being encoded.
+	tab    *seriesTable
+	seq    uint64
+	fast   bool
+	res    *resEnc
+	fams   []*famEnc
+	log    []logRec
+	pend   []pendStart
+	points int
+
 	// Scratch space reused across Append calls.
 	cur        sampleLabels
 	attrs      []labels.Label // the point's attributes
@@ -103,6 +115,9 @@ type scratch struct {
 	attrs       []labels.Label
 	scopeAttrs  []labels.Label
 	hbuf        []byte
+	fams        []*famEnc
+	log         []logRec
+	pend        []pendStart
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -110,10 +125,21 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 func newAppender(ctx context.Context, a *Appendable, ts *targetState) *appender {
 	t, _ := scrape.TargetFromContext(ctx)
 	s := scratchPool.Get().(*scratch)
-	return &appender{
+	ap := &appender{
 		ctx: ctx, a: a, ts: ts, target: t, md: pmetric.NewMetrics(),
 		pending: s.pending, pendingDist: s.pendingDist, attrs: s.attrs, scopeAttrs: s.scopeAttrs, hbuf: s.hbuf,
+		fams: s.fams, log: s.log, pend: s.pend,
 	}
+	// Scrapes of one target do not overlap, except while a reloaded
+	// target's old loop ends: the later appender then goes without the
+	// table (and without the encoding path).
+	if ts.tab.mu.TryLock() {
+		ap.tab = ts.tab
+		ap.tab.seq++
+		ap.seq = ap.tab.seq
+		ap.fast = a.enc != nil
+	}
+	return ap
 }
 
 // release returns the scratch memory, without references into the
@@ -123,25 +149,66 @@ func (ap *appender) release() {
 	clear(ap.pendingDist)
 	clear(ap.attrs)
 	clear(ap.scopeAttrs)
+	clear(ap.fams)
+	clear(ap.log)
+	clear(ap.pend)
 	scratchPool.Put(&scratch{
 		pending: ap.pending[:0], pendingDist: ap.pendingDist[:0],
 		attrs: ap.attrs[:0], scopeAttrs: ap.scopeAttrs[:0], hbuf: ap.hbuf[:0],
+		fams: ap.fams[:0], log: ap.log[:0], pend: ap.pend[:0],
 	})
 	ap.pending, ap.pendingDist, ap.attrs, ap.scopeAttrs, ap.hbuf = nil, nil, nil, nil, nil
+	ap.fams, ap.log, ap.pend, ap.res = nil, nil, nil, nil
+	if ap.tab != nil {
+		ap.tab.sweep()
+		ap.tab.mu.Unlock()
+		ap.tab = nil
+	}
 }
 
 // Append implements storage.AppenderV2. It never fails for a sample with a
 // name: what does not fit a family is kept as a gauge of its own.
+//
+// The reference it returns indexes the target's series table; with the
+// table held, a sample whose series comes with the reference of the last
+// scrape (as the scrape loop's cache passes it) costs no label parsing.
 func (ap *appender) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) (storage.SeriesRef, error) {
 	if ap.done {
 		return 0, ErrDone
 	}
+	if ap.tab == nil {
+		key := seriesRef(ls)
+		return key, ap.appendSlow(ls, uint64(key), st, t, v, h, fh, opts)
+	}
+	e := ap.tab.get(ref, ls)
+	switch {
+	case e != nil && e.matches(&opts):
+	case e != nil && e.alt != nil && e.alt.matches(&opts) && !(ap.fast && e.seen == ap.seq):
+		// Back to the other options (after a staleness marker). Within
+		// one scrape the log needs the entry unchanged: resolve replays.
+		e.resolved, *e.alt = *e.alt, e.resolved
+	default:
+		var err error
+		if e, err = ap.resolve(e, ls, opts); err != nil {
+			return 0, err
+		}
+	}
+	e.seen = ap.seq
+	if ap.fast {
+		if ap.appendFast(e, st, t, v, h, fh, opts) {
+			return e.ref, nil
+		}
+		ap.toSlow()
+	}
+	return e.ref, ap.appendSlow(ls, e.key, st, t, v, h, fh, opts)
+}
+
+// appendSlow converts one sample into pdata; key identifies its series'
+// state.
+func (ap *appender) appendSlow(ls labels.Labels, key uint64, st, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) error {
 	ap.splitLabels(ls)
 	if ap.cur.name == "" {
-		return 0, ErrNoMetricName
-	}
-	if ref == 0 {
-		ref = seriesRef(ls)
+		return ErrNoMetricName
 	}
 	rb := ap.resource(ap.cur.job, ap.cur.instance)
 
@@ -153,14 +220,14 @@ func (ap *appender) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64,
 		for _, l := range ap.attrs {
 			attrs.PutStr(l.Name, l.Value)
 		}
-		return ref, nil
+		return nil
 	case scopeInfoName:
 		sb := rb.scope(&ap.cur, ap.scopeAttrs, ap.a.opts)
 		attrs := sb.sm.Scope().Attributes()
 		for _, l := range ap.attrs {
 			attrs.PutStr(l.Name, l.Value)
 		}
-		return ref, nil
+		return nil
 	}
 	sb := rb.defaultScope(ap.a.opts)
 	if ap.cur.hasScope {
@@ -170,31 +237,30 @@ func (ap *appender) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64,
 	kind := kindOf(opts.Metadata.Type, h, fh)
 	switch kind {
 	case kindExponential, kindCustomBuckets, kindGaugeExponential, kindGaugeCustomBuckets:
-		ap.appendNative(sb, kind, uint64(ref), st, t, h, fh, opts)
+		ap.appendNative(sb, kind, key, st, t, h, fh, opts)
 	case kindHistogram, kindSummary:
 		if !ap.appendClassic(sb, kind, ls, st, t, v, opts) {
 			// Not part of its family after all (a broken exposition): keep
 			// it as what it is, a series of its own.
-			ap.appendNumber(sb, kindGauge, ls, uint64(ref), st, t, v, opts)
+			ap.appendNumber(sb, kindGauge, ls, key, st, t, v, opts)
 		}
 	case kindGaugeHistogram:
 		// OTLP has no gauge histogram and the specification drops them; we
 		// keep every series (_bucket, _gcount, _gsum) as a gauge, which is
 		// exactly what Prometheus stores for them.
-		ap.appendNumber(sb, kindGauge, ls, uint64(ref), st, t, v, opts)
+		ap.appendNumber(sb, kindGauge, ls, key, st, t, v, opts)
 	case kindCounter:
-		if fam := opts.MetricFamilyName; fam != "" && len(ap.cur.name) == len(fam)+len("_created") &&
-			strings.HasSuffix(ap.cur.name, "_created") && strings.HasPrefix(ap.cur.name, fam) {
+		if isCreatedSeries(ap.cur.name, opts.MetricFamilyName) {
 			// An OpenMetrics _created series not parsed as a start
 			// timestamp (ParseST off): it is the start of its counter.
 			ap.appendCreated(ls, v)
-			return ref, nil
+			return nil
 		}
-		ap.appendNumber(sb, kind, ls, uint64(ref), st, t, v, opts)
+		ap.appendNumber(sb, kind, ls, key, st, t, v, opts)
 	default:
-		ap.appendNumber(sb, kind, ls, uint64(ref), st, t, v, opts)
+		ap.appendNumber(sb, kind, ls, key, st, t, v, opts)
 	}
-	return ref, nil
+	return nil
 }
 
 // splitLabels reads the labels the conversion needs and collects the rest,
@@ -323,12 +389,20 @@ func (ap *appender) resource(job, instance string) *resourceBuilder {
 }
 
 // Commit assembles the classic histograms and summaries, completes the
-// start timestamps, updates the state and hands the scrape to the Consumer.
+// start timestamps, updates the state and hands the scrape to the Consumer:
+// encoded if it was encoded, else as pdata.
 func (ap *appender) Commit() error {
 	if ap.done {
 		return ErrDone
 	}
 	ap.done = true
+	if ap.fast {
+		return ap.commitFast()
+	}
+	return ap.commitSlow()
+}
+
+func (ap *appender) commitSlow() error {
 	metrics := 0
 	for _, rb := range ap.resources {
 		for _, sb := range rb.scopes {
@@ -344,13 +418,13 @@ func (ap *appender) Commit() error {
 		p := &ap.pending[i]
 		var start int64
 		if p.stale {
-			start = ts.startOfStale(p.key, p.t)
+			start = ts.startOfStale(p.key, nil, p.t)
 		} else {
 			st := p.st
 			if st == 0 && ap.created != nil {
 				st = ap.createdFor(p)
 			}
-			start = ts.startFor(p.key, st, p.t, p.v, nil, p.monotonic)
+			start = ts.startFor(p.key, nil, st, p.t, p.v, nil, p.monotonic)
 		}
 		p.dp.SetStartTimestamp(msToTimestamp(start))
 	}
@@ -359,12 +433,12 @@ func (ap *appender) Commit() error {
 		var start int64
 		switch {
 		case p.stale:
-			start = ts.startOfStale(p.key, p.t)
+			start = ts.startOfStale(p.key, nil, p.t)
 		case p.reset && p.st == 0:
 			// The exposition says this is a reset (native histogram hint).
-			start = ts.startFor(p.key, p.t-1, p.t, p.count, p.buckets, true)
+			start = ts.startFor(p.key, nil, p.t-1, p.t, p.count, p.buckets, true)
 		default:
-			start = ts.startFor(p.key, p.st, p.t, p.count, p.buckets, true)
+			start = ts.startFor(p.key, nil, p.st, p.t, p.count, p.buckets, true)
 		}
 		p.setStart(msToTimestamp(start))
 	}

@@ -3,6 +3,7 @@ package otlp
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"testing"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
+	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 )
 
 // sample is one Append call.
@@ -329,4 +331,80 @@ func TestUnitToUCUM(t *testing.T) {
 	} {
 		require.Equal(t, want, unitToUCUM(in), in)
 	}
+}
+
+// TestClassicFamiliesKeepApart: two histogram or summary families with the
+// same labels have separate start-time state (the group hash leaves the
+// name out), so the smaller count of one is no reset of the other.
+func TestClassicFamiliesKeepApart(t *testing.T) {
+	series := func(name, fam string, typ model.MetricType, extra []string, v float64, t0 int64) sample {
+		ls := labels.FromStrings(append([]string{"__name__", name, "job", "j", "instance", "h:9100"}, extra...)...)
+		return sample{ls: ls, t: t0, v: v, family: fam, typ: typ}
+	}
+	tests := []struct {
+		name    string
+		typ     model.MetricType
+		samples func(fam string, v float64, t0 int64) []sample
+	}{
+		{name: "histograms", typ: model.MetricTypeHistogram, samples: func(fam string, v float64, t0 int64) []sample {
+			return []sample{
+				series(fam+"_bucket", fam, model.MetricTypeHistogram, []string{"le", "+Inf"}, v, t0),
+				series(fam+"_count", fam, model.MetricTypeHistogram, nil, v, t0),
+			}
+		}},
+		{name: "summaries", typ: model.MetricTypeSummary, samples: func(fam string, v float64, t0 int64) []sample {
+			return []sample{
+				series(fam, fam, model.MetricTypeSummary, []string{"quantile", "0.5"}, 1, t0),
+				series(fam+"_count", fam, model.MetricTypeSummary, nil, v, t0),
+			}
+		}},
+	}
+	for _, tt := range tests {
+		for _, encoded := range []bool{false, true} {
+			t.Run(fmt.Sprintf("%s/encoded=%v", tt.name, encoded), func(t *testing.T) {
+				rec := &recorder{}
+				var next Consumer = rec
+				if encoded {
+					next = &encodingRecorder{rec: rec}
+				}
+				app := NewAppendable(next, Options{}, nil, nil)
+				tg := testTarget()
+				for i, t0 := range []int64{1000, 2000, 3000} {
+					// a grows by 10, b by 1 and stays below a.
+					s := append(tt.samples("a", float64(100+10*i), t0), tt.samples("b", float64(5+i), t0)...)
+					md, err := commitScrape(t, app, rec, tg, s...)
+					require.NoError(t, err)
+					ms := md.ResourceMetrics().At(0).ScopeMetrics().At(0).Metrics()
+					require.Equal(t, 2, ms.Len())
+					for j := range 2 {
+						m := ms.At(j)
+						var start pcommon.Timestamp
+						if tt.typ == model.MetricTypeHistogram {
+							start = m.Histogram().DataPoints().At(0).StartTimestamp()
+						} else {
+							start = m.Summary().DataPoints().At(0).StartTimestamp()
+						}
+						require.Equal(t, ts(1000), start, "%s at %d", m.Name(), t0)
+					}
+				}
+			})
+		}
+	}
+}
+
+// encodingRecorder takes encoded scrapes and records them decoded.
+type encodingRecorder struct{ rec *recorder }
+
+func (r *encodingRecorder) AcceptsEncoded() bool { return true }
+
+func (r *encodingRecorder) ConsumeEncoded(ctx context.Context, req []byte, _ int) error {
+	er := pmetricotlp.NewExportRequest()
+	if err := er.UnmarshalProto(req); err != nil {
+		return err
+	}
+	return r.rec.ConsumeMetrics(ctx, er.Metrics())
+}
+
+func (r *encodingRecorder) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error {
+	return r.rec.ConsumeMetrics(ctx, md)
 }

@@ -51,36 +51,8 @@ type bucket struct {
 // all (it is then converted as a gauge of its own name).
 func (ap *appender) appendClassic(sb *scopeBuilder, kind metricKind, ls labels.Labels, st, t int64, v float64, opts storage.AppendV2Options) bool {
 	famName := opts.MetricFamilyName
-	if famName == "" {
-		return false
-	}
-	suffix, ok := strings.CutPrefix(ap.cur.name, famName)
+	suffix, bound, boundLabel, ok := classicRole(kind, ap.cur.name, famName, ap.cur.le, ap.cur.quantile)
 	if !ok {
-		return false
-	}
-	var bound float64
-	var boundLabel string
-	switch suffix {
-	case "_bucket":
-		if kind == kindSummary {
-			return false
-		}
-		b, err := strconv.ParseFloat(ap.cur.le, 64)
-		if err != nil {
-			return false
-		}
-		bound, boundLabel = b, ap.cur.le
-	case "":
-		if kind != kindSummary {
-			return false
-		}
-		q, err := strconv.ParseFloat(ap.cur.quantile, 64)
-		if err != nil {
-			return false
-		}
-		bound, boundLabel = q, ap.cur.quantile
-	case "_sum", "_count", "_created":
-	default:
 		return false
 	}
 
@@ -123,16 +95,65 @@ func (ap *appender) appendClassic(sb *scopeBuilder, kind metricKind, ls labels.L
 	return true
 }
 
+// classicRole tells which series of its family's point a sample named name
+// is: its suffix ("_bucket", "" for a quantile, "_sum", "_count",
+// "_created") and for a bucket or quantile the bound and its label. It
+// reports false if the series is not part of the family after all.
+func classicRole(kind metricKind, name, famName, le, quantile string) (suffix string, bound float64, boundLabel string, ok bool) {
+	if famName == "" {
+		return "", 0, "", false
+	}
+	suffix, ok = strings.CutPrefix(name, famName)
+	if !ok {
+		return "", 0, "", false
+	}
+	switch suffix {
+	case "_bucket":
+		if kind == kindSummary {
+			return "", 0, "", false
+		}
+		b, err := strconv.ParseFloat(le, 64)
+		if err != nil {
+			return "", 0, "", false
+		}
+		return suffix, b, le, true
+	case "":
+		if kind != kindSummary {
+			return "", 0, "", false
+		}
+		q, err := strconv.ParseFloat(quantile, 64)
+		if err != nil {
+			return "", 0, "", false
+		}
+		return suffix, q, quantile, true
+	case "_sum", "_count", "_created":
+		return suffix, 0, "", true
+	}
+	return "", 0, "", false
+}
+
+// groupStateKey is the state key of a classic point: the hash of its
+// labels without le/quantile (and without the name, which
+// HashWithoutLabels leaves out) salted by its type and family name, so
+// that two families with the same labels keep apart.
+func groupStateKey(gk uint64, kind metricKind, famName string) uint64 {
+	salt := uint64(saltClassic)
+	if kind == kindSummary {
+		salt = saltSummary
+	}
+	h := uint64(14695981039346656037)
+	for i := 0; i < len(famName); i++ {
+		h = (h ^ uint64(famName[i])) * 1099511628211
+	}
+	return gk ^ salt ^ h
+}
+
 // group returns the group with hash gk, creating it.
 func (ap *appender) group(fam *family, kind metricKind, gk uint64, drop string, t int64) *group {
 	if g, ok := fam.groups[gk]; ok {
 		return g
 	}
-	salt := uint64(saltClassic)
-	if kind == kindSummary {
-		salt = saltSummary
-	}
-	g := &group{key: gk ^ salt, t: t}
+	g := &group{key: groupStateKey(gk, kind, fam.key.name), t: t}
 	g.attrs = make([]labels.Label, 0, len(ap.attrs))
 	for _, l := range ap.attrs {
 		if l.Name != drop {
@@ -252,15 +273,34 @@ func (ap *appender) fallbackGauges(sb *scopeBuilder, f *family, g *group) {
 	}
 }
 
-// classicBuckets turns the cumulative le buckets of g into OTLP bounds and
-// per-bucket counts, and returns the counts for reset detection. The total
-// is the +Inf bucket, else _count, else the last bucket: the three agree in
-// a valid exposition. A broken one is repaired into a valid point rather
-// than dropped: buckets with a NaN bound go, a repeated bound keeps its
-// larger count, decreasing cumulative counts are raised to the previous one,
-// and the total is at least the last bucket, so that the counts always add
-// up to the count.
+// classicBuckets writes the bounds and counts of classicLayout into dp and
+// returns the counts for reset detection (nil for a staleness marker).
 func classicBuckets(g *group, dp pmetric.HistogramDataPoint) []uint64 {
+	bounds, counts, all := classicLayout(g, nil, nil)
+	dp.ExplicitBounds().FromRaw(bounds)
+	dp.BucketCounts().FromRaw(counts)
+	if g.stale {
+		dp.SetFlags(pmetric.DefaultDataPointFlags.WithNoRecordedValue(true))
+		return nil
+	}
+	dp.SetCount(all)
+	if g.hasSum {
+		dp.SetSum(g.sum)
+	}
+	return counts
+}
+
+// classicLayout turns the cumulative le buckets of g into OTLP bounds and
+// per-bucket counts (appended to the given slices) and the total count. The
+// total is the +Inf bucket, else _count, else the last bucket: the three
+// agree in a valid exposition. A broken one is repaired into a valid point
+// rather than dropped: buckets with a NaN bound go, a repeated bound keeps
+// its larger count, decreasing cumulative counts are raised to the previous
+// one, and the total is at least the last bucket, so that the counts always
+// add up to the count. A staleness marker keeps its bounds, with zero
+// counts, so that a conversion back to Prometheus can mark every bucket
+// series stale. g.count becomes the total.
+func classicLayout(g *group, bounds []float64, counts []uint64) ([]float64, []uint64, uint64) {
 	bs := slices.DeleteFunc(g.buckets, func(b bucket) bool { return math.IsNaN(b.bound) })
 	slices.SortStableFunc(bs, func(a, b bucket) int { return cmpFloat(a.bound, b.bound) })
 	out := bs[:0]
@@ -272,43 +312,34 @@ func classicBuckets(g *group, dp pmetric.HistogramDataPoint) []uint64 {
 		out = append(out, b)
 	}
 	bs = out
+	g.buckets = bs
 	total, hasTotal := g.count, g.hasCount
 	if n := len(bs); n > 0 && math.IsInf(bs[n-1].bound, 1) {
 		total, hasTotal = bs[n-1].value, true
 		bs = bs[:n-1]
 	}
-	bounds := dp.ExplicitBounds()
-	bounds.EnsureCapacity(len(bs))
-	counts := make([]uint64, len(bs)+1)
+	for _, b := range bs {
+		bounds = append(bounds, b.bound)
+	}
 	if g.stale {
-		// No value, but the bounds stay, so that a conversion back to
-		// Prometheus can mark every bucket series stale.
-		for _, b := range bs {
-			bounds.Append(b.bound)
+		for range len(bs) + 1 {
+			counts = append(counts, 0)
 		}
-		dp.BucketCounts().FromRaw(counts)
-		dp.SetFlags(pmetric.DefaultDataPointFlags.WithNoRecordedValue(true))
-		return nil
+		return bounds, counts, 0
 	}
 	var prev uint64
-	for i, b := range bs {
-		bounds.Append(b.bound)
+	for _, b := range bs {
 		cum := max(floatToCount(b.value), prev)
-		counts[i] = cum - prev
+		counts = append(counts, cum-prev)
 		prev = cum
 	}
 	if !hasTotal {
 		total = 0
 	}
 	all := max(floatToCount(total), prev)
-	counts[len(bs)] = all - prev
-	dp.BucketCounts().FromRaw(counts)
-	dp.SetCount(all)
+	counts = append(counts, all-prev)
 	g.count = float64(all)
-	if g.hasSum {
-		dp.SetSum(g.sum)
-	}
-	return counts
+	return bounds, counts, all
 }
 
 // groupStart is the start timestamp the scrape gave for a group: a

@@ -4,7 +4,10 @@
 // Appendable is a storage.AppendableV2 for Prometheus's scrape manager. The
 // manager opens one appender per scrape of one target; everything appended to
 // it becomes one pmetric.Metrics on Commit, which is handed to a Consumer (an
-// exporter). The conversion follows the OpenTelemetry Collector's prometheus
+// exporter). A Consumer that is an EncodedConsumer accepting encoded scrapes
+// gets the same metrics as OTLP protobuf instead, written straight from the
+// samples with per-series state kept in a table indexed by the scrape loop's
+// series references (fast.go, series.go). The conversion follows the OpenTelemetry Collector's prometheus
 // receiver where that receiver is right, and is stricter where it is lossy;
 // docs/conversion.md has the table.
 //

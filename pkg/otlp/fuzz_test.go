@@ -36,10 +36,15 @@ type call struct {
 // and exemplars. It is a simplified scrape loop (no cache, no relabelling)
 // for fuzzing and benchmarks; golden tests use the real one.
 func parseBody(b []byte, contentType string, t int64) ([]call, error) {
-	p, err := textparse.New(b, contentType, labels.NewSymbolTable(), textparse.ParserOptions{
-		OpenMetricsSkipSTSeries: true,
-		FallbackContentType:     "text/plain",
-	})
+	return parseBodyOpts(b, contentType, t, textparse.ParserOptions{})
+}
+
+// parseBodyOpts is parseBody with parser options (start timestamps are
+// always parsed).
+func parseBodyOpts(b []byte, contentType string, t int64, po textparse.ParserOptions) ([]call, error) {
+	po.OpenMetricsSkipSTSeries = true
+	po.FallbackContentType = "text/plain"
+	p, err := textparse.New(b, contentType, labels.NewSymbolTable(), po)
 	if p == nil {
 		return nil, err
 	}

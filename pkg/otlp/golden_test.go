@@ -66,7 +66,10 @@ func body(t *testing.T, file string) []byte {
 	return buf.Bytes()
 }
 
-func TestGolden(t *testing.T) {
+// goldenServer serves every golden exposition at /<file> until the test
+// ends and returns its URL.
+func goldenServer(t *testing.T) string {
+	t.Helper()
 	mux := http.NewServeMux()
 	for _, c := range goldenCases {
 		b := body(t, c.file)
@@ -77,7 +80,11 @@ func TestGolden(t *testing.T) {
 	}
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	u, err := url.Parse(srv.URL)
+	return srv.URL
+}
+
+func TestGolden(t *testing.T) {
+	u, err := url.Parse(goldenServer(t))
 	require.NoError(t, err)
 
 	var cfg strings.Builder

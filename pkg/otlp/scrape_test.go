@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/prometheus/config"
 	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/prometheus/prometheus/scrape"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -96,7 +97,7 @@ scrape_configs:
 
 // runManagerConfig runs a real scrape.Manager with the configuration cfg
 // and the target groups tsets into app until the test ends.
-func runManagerConfig(t *testing.T, app *Appendable, cfg string, tsets map[string][]*targetgroup.Group) {
+func runManagerConfig(t *testing.T, app storage.AppendableV2, cfg string, tsets map[string][]*targetgroup.Group) {
 	t.Helper()
 	c, err := config.Load(cfg, nil)
 	require.NoError(t, err)

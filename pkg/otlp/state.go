@@ -28,6 +28,9 @@ type targetState struct {
 	// lastUsed is guarded by Appendable.mu.
 	lastUsed time.Time
 
+	// tab is the series table of the appenders (it has its own lock).
+	tab *seriesTable
+
 	mu        sync.Mutex
 	series    map[uint64]*seriesState
 	commits   uint64
@@ -45,12 +48,16 @@ type seriesState struct {
 	last    float64
 	buckets []uint64 // last bucket counts of a distribution, for reset detection
 	seen    uint64   // commit number of the last observation
+	// dead is set when the state leaves the map, so that a pointer cached
+	// in a series table is not used any more.
+	dead bool
 }
 
 func newTargetState(key uint64, t *scrape.Target, opts Options) *targetState {
 	ts := &targetState{
 		key:       key,
 		opts:      opts,
+		tab:       newSeriesTable(),
 		series:    make(map[uint64]*seriesState),
 		resources: make(map[resourceKey]pcommon.Resource),
 	}
@@ -65,8 +72,25 @@ func newTargetState(key uint64, t *scrape.Target, opts Options) *targetState {
 func (ts *targetState) forget() {
 	ts.mu.Lock()
 	defer ts.mu.Unlock()
+	for _, s := range ts.series {
+		s.dead = true
+	}
 	clear(ts.series)
 	clear(ts.resources)
+}
+
+// lookup returns the live state of key, through the cache of a series
+// table entry (nil without one). Must hold ts.mu.
+func (ts *targetState) lookup(key uint64, cache **seriesState) *seriesState {
+	if cache == nil {
+		return ts.series[key]
+	}
+	if s := *cache; s != nil && !s.dead {
+		return s
+	}
+	s := ts.series[key]
+	*cache = s
+	return s
 }
 
 // startFor applies the true-reset-point rule to one cumulative observation
@@ -75,11 +99,14 @@ func (ts *targetState) forget() {
 // keeps the start of its first observation.
 // st is the start timestamp from the scrape (0 if none); it wins when sane.
 // It returns the start timestamp to report, in ms. Must hold ts.mu.
-func (ts *targetState) startFor(key uint64, st, t int64, v float64, buckets []uint64, monotonic bool) int64 {
-	s, ok := ts.series[key]
-	if !ok {
+func (ts *targetState) startFor(key uint64, cache **seriesState, st, t int64, v float64, buckets []uint64, monotonic bool) int64 {
+	s := ts.lookup(key, cache)
+	if s == nil {
 		s = &seriesState{start: t}
 		ts.series[key] = s
+		if cache != nil {
+			*cache = s
+		}
 		if st > 0 && st <= t {
 			s.start = st
 		}
@@ -102,12 +129,13 @@ func (ts *targetState) startFor(key uint64, st, t int64, v float64, buckets []ui
 
 // startOfStale returns the start of a series that got a staleness marker
 // and forgets the series: if it comes back, it is a new stream.
-func (ts *targetState) startOfStale(key uint64, t int64) int64 {
-	s, ok := ts.series[key]
-	if !ok {
+func (ts *targetState) startOfStale(key uint64, cache **seriesState, t int64) int64 {
+	s := ts.lookup(key, cache)
+	if s == nil {
 		return t
 	}
 	delete(ts.series, key)
+	s.dead = true
 	return s.start
 }
 
@@ -119,6 +147,7 @@ func (ts *targetState) committed() {
 	}
 	for k, s := range ts.series {
 		if ts.commits-s.seen > idleCommits {
+			s.dead = true
 			delete(ts.series, k)
 		}
 	}

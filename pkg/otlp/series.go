@@ -1,0 +1,233 @@
+package otlp
+
+import (
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
+	"github.com/prometheus/prometheus/storage"
+)
+
+// refIDs hands out the high 32 bits of series references, so that a
+// reference from an earlier table (a forgotten target, a swept entry whose
+// slot was reused) never matches a new entry, and Prometheus's scrape cache,
+// which tracks staleness by reference, never sees two series with one
+// reference.
+var refIDs atomic.Uint32
+
+// seriesTable is the per-target memory of the series the scrape loop
+// appends, indexed by the storage.SeriesRef the appender returned for each:
+// the scrape loop passes that reference back with the series on the next
+// scrape (its scrape cache), so that the appender finds everything it
+// derived from the series' labels and metadata without hashing or parsing
+// them again: the state key, the pre-encoded OTLP attributes, the family
+// and group it belongs to. Only one appender uses a table at a time (mu).
+type seriesTable struct {
+	mu sync.Mutex // held by the appender using the table, from AppenderV2 to Commit/Rollback
+
+	entries []*entry // by index; pointers stay valid as the table grows
+	free    []uint32 // indexes of swept entries
+	seq     uint64   // appenders so far; an appender's number marks what it touched
+
+	families  map[familyKey]*famEnc
+	groups    map[groupKey]*groupEnc
+	resources map[resourceKey]*resEnc
+}
+
+func newSeriesTable() *seriesTable {
+	return &seriesTable{
+		families:  make(map[familyKey]*famEnc),
+		groups:    make(map[groupKey]*groupEnc),
+		resources: make(map[resourceKey]*resEnc),
+	}
+}
+
+// role is what an entry's samples are in the encoding.
+type role uint8
+
+const (
+	// roleSlow: the sample needs the pdata builder (target_info, scopes,
+	// _created counters, native histograms...).
+	roleSlow role = iota
+	roleNumber
+	roleBucket
+	roleQuantile
+	roleSum
+	roleCount
+	roleCreated
+)
+
+// entry is one series of a target.
+type entry struct {
+	ref   storage.SeriesRef // 0: free
+	ls    labels.Labels
+	key   uint64       // state key of the series (seriesRef of its labels)
+	seen  uint64       // seq of the last appender that used it
+	state *seriesState // cache of the state of key
+
+	resolved
+	// alt is the resolution for the other options the series came with:
+	// a staleness marker comes without metadata, and should not cost two
+	// resolutions (there and back).
+	alt *resolved
+}
+
+// resolved is what the encoder derived from a series' labels and options.
+type resolved struct {
+	// famName (cloned: the scrape loop passes a view of its buffer) and
+	// meta are the options the entry was resolved with; different options
+	// resolve it again.
+	famName string
+	meta    metadata.Metadata
+
+	role  role
+	bound float64 // bucket bound or quantile
+	label string  // le or quantile as exposed
+	attrs []byte  // encoded point attributes (roleNumber)
+	fam   *famEnc
+	group *groupEnc
+	res   *resEnc
+}
+
+// matches tells whether r was resolved with opts.
+func (r *resolved) matches(opts *storage.AppendV2Options) bool {
+	return r.meta == opts.Metadata && r.famName == opts.MetricFamilyName
+}
+
+// famEnc is one OTLP metric of a target, as encoded in the scrape of the
+// appender that last touched it.
+type famEnc struct {
+	key    familyKey
+	seq    uint64            // appender that touched it last
+	meta   metadata.Metadata // what header was built from
+	header []byte            // Metric fields before the data: name, description, unit, metadata
+	built  bool
+	buf    []byte      // encoded data_points fields of this scrape
+	groups []*groupEnc // classic groups of this scrape, in order
+}
+
+// groupKey identifies a classic histogram or summary point of a target.
+type groupKey struct {
+	fam *famEnc
+	gk  uint64
+}
+
+// groupEnc is one classic histogram or summary point of a target.
+type groupEnc struct {
+	seq   uint64
+	attrs []byte // encoded point attributes without le/quantile
+	g     group  // this scrape's series, as the pdata builder collects them
+	state *seriesState
+	// Scratch of the encoding.
+	bounds []float64
+	counts []uint64
+}
+
+// resEnc is one resource (job, instance) of a target.
+type resEnc struct {
+	key     resourceKey
+	encoded []byte // Resource message, built on first commit under the state lock
+}
+
+// get returns the live entry of ref if it is the entry of ls.
+func (tab *seriesTable) get(ref storage.SeriesRef, ls labels.Labels) *entry {
+	i := uint64(uint32(ref)) - 1
+	if ref == 0 || i >= uint64(len(tab.entries)) {
+		return nil
+	}
+	e := tab.entries[i]
+	if e.ref != ref || !labels.Equal(e.ls, ls) {
+		return nil
+	}
+	return e
+}
+
+// add returns a new entry for ls.
+func (tab *seriesTable) add(ls labels.Labels) *entry {
+	var i uint32
+	if n := len(tab.free); n > 0 {
+		i = tab.free[n-1]
+		tab.free = tab.free[:n-1]
+	} else {
+		tab.entries = append(tab.entries, new(entry))
+		i = uint32(len(tab.entries) - 1)
+	}
+	e := tab.entries[i]
+	*e = entry{ref: storage.SeriesRef(uint64(refIDs.Add(1))<<32 | uint64(i+1)), ls: ls}
+	return e
+}
+
+// family returns the encoder state of metric key.
+func (tab *seriesTable) family(key familyKey) *famEnc {
+	f, ok := tab.families[key]
+	if !ok {
+		f = &famEnc{key: familyKey{name: cloneString(key.name), kind: key.kind}}
+		tab.families[f.key] = f
+	}
+	return f
+}
+
+func (tab *seriesTable) group(f *famEnc, gk uint64) *groupEnc {
+	k := groupKey{fam: f, gk: gk}
+	g, ok := tab.groups[k]
+	if !ok {
+		g = &groupEnc{}
+		tab.groups[k] = g
+	}
+	return g
+}
+
+func (tab *seriesTable) resource(job, instance string) *resEnc {
+	k := resourceKey{job: job, instance: instance}
+	r, ok := tab.resources[k]
+	if !ok {
+		k = resourceKey{job: cloneString(job), instance: cloneString(instance)}
+		r = &resEnc{key: k}
+		tab.resources[k] = r
+	}
+	return r
+}
+
+// sweep frees the entries no appender used in the last idleCommits
+// appenders (series that left the exposition), and the families and groups
+// no live entry refers to.
+func (tab *seriesTable) sweep() {
+	if tab.seq%sweepEvery != 0 || tab.seq <= idleCommits {
+		return
+	}
+	old := tab.seq - idleCommits
+	live := make(map[any]struct{}, len(tab.families)+len(tab.groups))
+	for i, e := range tab.entries {
+		switch {
+		case e.ref == 0:
+		case e.seen < old:
+			*e = entry{}
+			tab.free = append(tab.free, uint32(i))
+		default:
+			live[e.fam] = struct{}{}
+			live[e.group] = struct{}{}
+			if e.alt != nil {
+				live[e.alt.fam] = struct{}{}
+				live[e.alt.group] = struct{}{}
+			}
+		}
+	}
+	for k, g := range tab.groups {
+		if _, ok := live[g]; !ok {
+			delete(tab.groups, k)
+		}
+	}
+	for k, f := range tab.families {
+		if _, ok := live[f]; !ok {
+			delete(tab.families, k)
+		}
+	}
+}
+
+func cloneString(s string) string {
+	if s == "" {
+		return ""
+	}
+	return string([]byte(s))
+}
