@@ -53,6 +53,13 @@ func (k Keyspace) Loads() string { return k.prefix() + "load/" }
 // Load is the key of scraper id's load report.
 func (k Keyspace) Load(id string) string { return k.Loads() + id }
 
+// Drains is the prefix of every drain mark: "<prefix>drain/". A mark has no
+// lease: it outlives the process that wrote it.
+func (k Keyspace) Drains() string { return k.prefix() + "drain/" }
+
+// Drain is the drain mark of scraper id.
+func (k Keyspace) Drain(id string) string { return k.Drains() + id }
+
 // Election is the prefix for a concurrency.Election called name:
 // "<prefix>election/<name>" (the election adds its own "/").
 func (k Keyspace) Election(name string) string { return k.prefix() + "election/" + name }

@@ -3,9 +3,9 @@ package leases
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"time"
@@ -96,116 +96,137 @@ func sortMembers(ms []Member) {
 // the etcd leader, so the sets stay complete. The channel is closed when ctx
 // ends.
 func WatchMembers(ctx context.Context, cli *clientv3.Client, ks Keyspace, logger *slog.Logger) <-chan []Member {
+	return watchKeys(ctx, cli, keyWatch[Member, []Member]{
+		prefix: ks.Members(),
+		what:   "member",
+		decode: func(kv *mvccpb.KeyValue) (Member, error) { return decodeMember(ks, kv) },
+		equal:  Member.equal,
+		view: func(cur map[string]Member) []Member {
+			out := make([]Member, 0, len(cur))
+			for _, m := range cur {
+				out = append(out, m)
+			}
+			sortMembers(out)
+			return out
+		},
+	}, logger)
+}
+
+// keyWatch is what watchKeys follows: the keys under prefix, each decoded
+// into a V and named by the rest of its key, and what the receiver gets of
+// them.
+type keyWatch[V, T any] struct {
+	prefix string
+	what   string                            // names a key's kind in logs
+	decode func(*mvccpb.KeyValue) (V, error) // an error leaves the key out
+	equal  func(a, b V) bool
+	// view is what the receiver gets of the current set; it must not keep
+	// the map, which changes after it returns.
+	view func(map[string]V) T
+}
+
+// watchKeys sends kw.view of the keys under kw.prefix first and then after
+// every change, as WatchMembers documents, until ctx ends; then it closes
+// the channel.
+func watchKeys[V, T any](ctx context.Context, cli *clientv3.Client, kw keyWatch[V, T], logger *slog.Logger) <-chan T {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	out := make(chan []Member)
+	out := make(chan T)
 	go func() {
 		defer close(out)
-		w := memberWatch{cli: cli, ks: ks, logger: logger, out: out}
+		w := keyWatcher[V, T]{keyWatch: kw, cli: cli, logger: logger, out: out}
 		w.run(ctx)
 	}()
 	return out
 }
 
-type memberWatch struct {
+type keyWatcher[V, T any] struct {
+	keyWatch[V, T]
 	cli    *clientv3.Client
-	ks     Keyspace
 	logger *slog.Logger
-	out    chan<- []Member
+	out    chan<- T
 
-	sent    []Member // last set the receiver got
-	hasSent bool
+	sent map[string]V // last set the receiver got; nil before the first
 }
 
-func (w *memberWatch) run(ctx context.Context) {
+func (w *keyWatcher[V, T]) run(ctx context.Context) {
 	bo := newBackoff()
 	for ctx.Err() == nil {
 		err := w.listAndWatch(ctx, bo)
 		if ctx.Err() != nil {
 			return
 		}
-		w.logger.Warn("member watch restarting", "err", err)
+		w.logger.Warn(w.what+" watch restarting", "err", err)
 		if !bo.wait(ctx) {
 			return
 		}
 	}
 }
 
-// listAndWatch lists the members, then follows changes until the watch
-// fails.
-func (w *memberWatch) listAndWatch(ctx context.Context, bo *backoff) error {
-	list, rev, err := ListMembers(ctx, w.cli, w.ks)
+// listAndWatch lists the keys, then follows changes from the revision
+// listed until the watch fails, so that no change between the two is lost.
+func (w *keyWatcher[V, T]) listAndWatch(ctx context.Context, bo *backoff) error {
+	cur := map[string]V{}
+	rev, err := scanPrefix(ctx, w.cli, w.prefix, func() { clear(cur) }, func(kv *mvccpb.KeyValue) error {
+		if v, err := w.decode(kv); err == nil {
+			cur[w.id(kv)] = v
+		}
+		return nil
+	})
 	if err != nil {
-		return err
+		return err // scanPrefix names the prefix
 	}
 	bo.reset()
-	cur := make(map[string]Member, len(list))
-	for _, m := range list {
-		cur[m.ID] = m
-	}
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
-	wch := w.cli.Watch(wctx, w.ks.Members(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
+	wch := w.cli.Watch(wctx, w.prefix, clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 
 	pending := w.changed(cur)
 	for {
-		var send chan<- []Member
-		var snapshot []Member
+		var send chan<- T
+		var snapshot T
 		if pending {
-			send, snapshot = w.out, w.snapshot(cur)
+			send, snapshot = w.out, w.view(cur)
 		}
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case send <- snapshot:
-			w.sent, w.hasSent, pending = snapshot, true, false
+			w.sent, pending = maps.Clone(cur), false
 		case resp, ok := <-wch:
 			if !ok {
-				return errors.New("watch channel closed")
+				return fmt.Errorf("watch %ss: channel closed", w.what)
 			}
 			if err := resp.Err(); err != nil {
-				return err
+				return fmt.Errorf("watch %ss: %w", w.what, err)
 			}
 			for _, ev := range resp.Events {
-				id := strings.TrimPrefix(string(ev.Kv.Key), w.ks.Members())
+				id := w.id(ev.Kv)
 				if ev.Type == clientv3.EventTypeDelete {
 					delete(cur, id)
 					continue
 				}
-				m, err := decodeMember(w.ks, ev.Kv)
+				v, err := w.decode(ev.Kv)
 				if err != nil {
-					w.logger.Warn("skipping undecodable member", "err", err)
+					w.logger.Warn("skipping undecodable "+w.what, "err", err)
 					delete(cur, id)
 					continue
 				}
-				cur[id] = m
+				cur[id] = v
 			}
 			pending = w.changed(cur)
 		}
 	}
 }
 
-func (w *memberWatch) snapshot(cur map[string]Member) []Member {
-	out := make([]Member, 0, len(cur))
-	for _, m := range cur {
-		out = append(out, m)
-	}
-	sortMembers(out)
-	return out
+func (w *keyWatcher[V, T]) id(kv *mvccpb.KeyValue) string {
+	return strings.TrimPrefix(string(kv.Key), w.prefix)
 }
 
 // changed says whether cur differs from what the receiver last got.
-func (w *memberWatch) changed(cur map[string]Member) bool {
-	if !w.hasSent || len(cur) != len(w.sent) {
-		return true
-	}
-	for _, m := range w.sent {
-		if c, ok := cur[m.ID]; !ok || !c.equal(m) {
-			return true
-		}
-	}
-	return false
+func (w *keyWatcher[V, T]) changed(cur map[string]V) bool {
+	return w.sent == nil || !maps.EqualFunc(cur, w.sent, w.equal)
 }
 
 // backoff spaces out restarts of a failing watch: 100ms doubling to 5s.

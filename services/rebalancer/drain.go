@@ -34,13 +34,12 @@ func checkScraperID(id string) error {
 // deletes the mark of a scraper that is no longer a member: draining ends
 // when the scraper leaves (or on Undrain).
 
-// DrainPrefix is the prefix of drain marks: "<prefix>drain/".
-func DrainPrefix(ks leases.Keyspace) string {
-	return leases.NewKeyspace(ks.Prefix).Prefix + "drain/"
-}
+// DrainPrefix is the prefix of drain marks: "<prefix>drain/"
+// ([leases.Keyspace.Drains], where scrapers watch them too).
+func DrainPrefix(ks leases.Keyspace) string { return ks.Drains() }
 
-// DrainKey is the drain mark of scraper.
-func DrainKey(ks leases.Keyspace, scraper string) string { return DrainPrefix(ks) + scraper }
+// DrainKey is the drain mark of scraper ([leases.Keyspace.Drain]).
+func DrainKey(ks leases.Keyspace, scraper string) string { return ks.Drain(scraper) }
 
 // drainMark is the value of a drain mark.
 type drainMark struct {

@@ -66,20 +66,20 @@ var allSlots = func() []int {
 const maxFlushDelay = 50 * time.Millisecond
 
 type target struct {
-	t        events.Target
-	slot     int
-	phase    phase
-	claim    leases.Claim       // phaseOwned
-	tg       *targetgroup.Group // its labels, as the catalog has them
+	t     events.Target
+	slot  int
+	phase phase
+	claim leases.Claim       // phaseOwned
+	tg    *targetgroup.Group // its labels, as the catalog has them
 	// phased is tg with the phase label, for phaser generation phasedGen;
 	// what the scrape manager gets.
 	phased    *targetgroup.Group
 	phasedTG  *targetgroup.Group // the tg phased was made from
 	phasedGen uint64
-	graceSeq uint64             // identifies the current grace wait
-	failover bool               // the claim attempt follows another owner's loss
-	tracked  bool               // followed by id (its slot is not followed)
-	checking bool               // an owner check is queued or running
+	graceSeq  uint64 // identifies the current grace wait
+	failover  bool   // the claim attempt follows another owner's loss
+	tracked   bool   // followed by id (its slot is not followed)
+	checking  bool   // an owner check is queued or running
 	// recheck: the claim was deleted while our claim was in flight, so a
 	// failed attempt may have lost to a claim that is gone now.
 	recheck     bool
@@ -112,6 +112,8 @@ type ownerCheck struct {
 // actorState is everything the actor goroutine owns.
 type actorState struct {
 	rank    *ranking
+	members []leases.Member // the last member set, ranked again on drain changes
+	drained map[string]bool // scrapers marked for draining (drain.go)
 	targets map[string]*target
 	active  map[string]*target // phaseOwned and phasePreparing: in the scrape manager
 	owned   int
@@ -130,6 +132,7 @@ type actorState struct {
 	releaseQ []leases.Claim
 	checkQ   []ownerCheck
 	movesIn  map[string]bool
+	adopting map[string]bool // targets fetched to be adopted (adopt)
 
 	grace      []graceItem
 	graceSeq   uint64
@@ -166,6 +169,7 @@ func (a *actorState) init() {
 	a.badJobs = map[string]string{}
 	a.appliedJobs = map[string]bool{}
 	a.movesIn = map[string]bool{}
+	a.adopting = map[string]bool{}
 	a.noStale = map[string]struct{}{}
 }
 
@@ -338,7 +342,8 @@ func (s *Scraper) phased(st *target) *targetgroup.Group {
 func (s *Scraper) onMembers(ctx context.Context, ms []leases.Member) {
 	a := &s.a
 	old := a.rank
-	a.rank = newRanking(s.self, ms)
+	a.members = ms
+	a.rank = newRanking(s.self, ms, a.drained)
 	left := old != nil && old.lost(a.rank)
 	if !a.ready && slices.ContainsFunc(ms, func(m leases.Member) bool { return m.ID == s.cfg.ID }) {
 		if a.readySince.IsZero() {

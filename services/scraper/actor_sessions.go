@@ -65,13 +65,14 @@ func (s *Scraper) onClaimEvent(ctx context.Context, gen uint64, ev leases.Event)
 			}
 		}
 	case leases.ClaimDeleted:
-		st, ok := a.targets[ev.Target]
-		if !ok {
-			return
-		}
 		prev := ev.PrevOwner
 		if prev == s.cfg.ID {
 			prev = "" // our own earlier session's claim: rank as usual
+		}
+		st, ok := a.targets[ev.Target]
+		if !ok {
+			s.adopt(ctx, gen, ev.Target, prev)
+			return
 		}
 		switch st.phase {
 		case phaseOwned:
@@ -208,4 +209,50 @@ func (s *Scraper) scraping(job, id string) bool {
 		}
 	}
 	return false
+}
+
+// adopt claims a target this scraper does not know whose claim was just
+// deleted, if it is now first choice for it. In a small pool the scraper
+// follows the whole catalog but keeps only targets it ranks first or second
+// for, and the follower sends nothing again when only the ranking changes
+// (a member left, a scraper was drained): the new first choice of such a
+// target learns of it only here, when its owner goes. The target is fetched
+// by id and followed by id until the ranking covers its slot.
+func (s *Scraper) adopt(ctx context.Context, gen uint64, id, prev string) {
+	a := &s.a
+	if !a.ready || a.rank == nil || a.adopting[id] || a.rank.rankWithout(events.SlotOf(id), prev) != 0 {
+		return
+	}
+	a.adopting[id] = true
+	s.goFn(func() {
+		t, err := s.catalog.GetTarget(ctx, id)
+		s.post(ctx, func() { s.onAdopt(gen, id, t, prev, err) })
+	})
+}
+
+func (s *Scraper) onAdopt(gen uint64, id string, t events.Target, prev string, err error) {
+	a := &s.a
+	delete(a.adopting, id)
+	if gen != a.gen {
+		return
+	}
+	if err != nil {
+		// Deleted from the catalog meanwhile, or NATS is out of reach: the
+		// periodic resync finds it if it still exists.
+		s.logger.Debug("cannot adopt target", "target", id, "err", err)
+		return
+	}
+	st, ok := a.targets[id]
+	if !ok {
+		st = &target{t: t, slot: events.SlotOf(id), tg: targetGroup(t)}
+		a.targets[id] = st
+		s.track(st)
+	}
+	if st.phase == phaseIdle {
+		s.logger.Debug("adopting target of a departed owner", "target", id, "prev_owner", prev)
+		s.afterDeletion(st, prev)
+	}
+	if st.phase == phaseIdle {
+		s.untrack(st) // not ours to claim after all
+	}
 }

@@ -25,17 +25,21 @@ const notRanked = -1
 
 // ranking is this scraper's place in the rendezvous ranking of every slot
 // over a member set, plus the same with one member left out (a failed
-// owner), computed on demand and cached.
+// owner), computed on demand and cached. Drained members are in members
+// but left out of the ranks (see undrained).
 type ranking struct {
 	self    string
 	members []placement.Member
+	drained map[string]bool
 	ranks   [events.Slots]int8
 	without map[string]*[events.Slots]int8
 }
 
 // newRanking ranks slots over live, with self added if it is missing (its
-// own registration may not have been seen yet; it is live by definition).
-func newRanking(self placement.Member, live []leases.Member) *ranking {
+// own registration may not have been seen yet; it is live by definition),
+// leaving out the members in drained (see undrained), which it keeps and
+// does not modify.
+func newRanking(self placement.Member, live []leases.Member, drained map[string]bool) *ranking {
 	ms := make([]placement.Member, 0, len(live)+1)
 	seen := false
 	for _, m := range live {
@@ -59,8 +63,8 @@ func newRanking(self placement.Member, live []leases.Member) *ranking {
 		}
 		return 0
 	})
-	r := &ranking{self: self.ID, members: ms, without: map[string]*[events.Slots]int8{}}
-	r.ranks = rankSlots(self.ID, ms)
+	r := &ranking{self: self.ID, members: ms, drained: drained, without: map[string]*[events.Slots]int8{}}
+	r.ranks = rankSlots(self.ID, undrained(ms, drained))
 	return r
 }
 
@@ -100,7 +104,7 @@ func (r *ranking) rankWithout(slot int, id string) int {
 			return r.rank(slot)
 		}
 		ms := slices.Delete(slices.Clone(r.members), i, i+1)
-		rs := rankSlots(r.self, ms)
+		rs := rankSlots(r.self, undrained(ms, r.drained))
 		ranks = &rs
 		// Bound the cache: a mass failure names a handful of owners.
 		if len(r.without) > 16 {

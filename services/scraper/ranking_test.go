@@ -2,6 +2,7 @@ package scraper
 
 import (
 	"fmt"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -33,7 +34,7 @@ func TestRankingPartitionsSlots(t *testing.T) {
 			var first, second [events.Slots]int
 			followed := 0
 			for _, id := range ids {
-				r := newRanking(self(id), live)
+				r := newRanking(self(id), live, nil)
 				followed += len(r.followed())
 				for s := range events.Slots {
 					switch r.rank(s) {
@@ -58,13 +59,13 @@ func TestRankingPartitionsSlots(t *testing.T) {
 func TestRankingAddsSelf(t *testing.T) {
 	t.Parallel()
 	// Before its own registration shows up, a scraper still ranks itself.
-	alone := newRanking(self("a"), nil)
+	alone := newRanking(self("a"), nil, nil)
 	require.Len(t, alone.followed(), events.Slots)
 	for s := range events.Slots {
 		require.Equal(t, 0, alone.rank(s))
 	}
-	withOthers := newRanking(self("a"), members("b", "c"))
-	registered := newRanking(self("a"), members("a", "b", "c"))
+	withOthers := newRanking(self("a"), members("b", "c"), nil)
+	registered := newRanking(self("a"), members("a", "b", "c"), nil)
 	require.Equal(t, registered.ranks, withOthers.ranks)
 }
 
@@ -72,13 +73,13 @@ func TestRankingIgnoresCollectors(t *testing.T) {
 	t.Parallel()
 	live := members("a", "b")
 	live = append(live, leases.Member{ID: "otel", Weight: 1, Kind: leases.KindCollector})
-	require.Equal(t, newRanking(self("a"), members("a", "b")).ranks, newRanking(self("a"), live).ranks)
+	require.Equal(t, newRanking(self("a"), members("a", "b"), nil).ranks, newRanking(self("a"), live, nil).ranks)
 }
 
 func TestRankWithout(t *testing.T) {
 	t.Parallel()
-	r := newRanking(self("a"), members("a", "b", "c", "d"))
-	without := newRanking(self("a"), members("a", "c", "d"))
+	r := newRanking(self("a"), members("a", "b", "c", "d"), nil)
+	without := newRanking(self("a"), members("a", "c", "d"), nil)
 	for s := range events.Slots {
 		require.Equal(t, without.rank(s), r.rankWithout(s, "b"), "slot %d", s)
 		// Leaving out ourselves or a stranger changes nothing.
@@ -93,7 +94,7 @@ func TestRankWithout(t *testing.T) {
 func TestRankingWeights(t *testing.T) {
 	t.Parallel()
 	live := []leases.Member{{ID: "big", Weight: 3}, {ID: "small", Weight: 1}}
-	big := newRanking(placement.Member{ID: "big", Weight: 3}, live)
+	big := newRanking(placement.Member{ID: "big", Weight: 3}, live, nil)
 	firsts := 0
 	for s := range events.Slots {
 		if big.rank(s) == 0 {
@@ -102,4 +103,65 @@ func TestRankingWeights(t *testing.T) {
 	}
 	// About 3/4 of the slots; rendezvous hashing over 1024 keys.
 	require.InDelta(t, 0.75*events.Slots, firsts, 0.06*events.Slots)
+}
+
+func TestRankingDrained(t *testing.T) {
+	t.Parallel()
+	set := func(ids ...string) map[string]bool {
+		out := map[string]bool{}
+		for _, id := range ids {
+			out[id] = true
+		}
+		return out
+	}
+	for _, tc := range []struct {
+		name    string
+		live    []string
+		drained map[string]bool
+		without string // rankWithout this member; "" for rank
+		// over is the member set every scraper must rank as if nobody were
+		// drained; a scraper not in it ranks for no slot.
+		over []string
+	}{
+		{name: "nothing drained", live: []string{"a", "b", "c"}, over: []string{"a", "b", "c"}},
+		{name: "one of three", live: []string{"a", "b", "c"}, drained: set("c"), over: []string{"a", "b"}},
+		{name: "two of four", live: []string{"a", "b", "c", "d"}, drained: set("b", "d"), over: []string{"a", "c"}},
+		{name: "stranger's mark", live: []string{"a", "b"}, drained: set("x"), over: []string{"a", "b"}},
+		{name: "drained and not yet registered", live: []string{"b", "c"}, drained: set("a"), over: []string{"b", "c"}},
+		{name: "every member: rank as if none", live: []string{"a", "b"}, drained: set("a", "b"), over: []string{"a", "b"}},
+		{name: "failed owner", live: []string{"a", "b", "c", "d"}, drained: set("c"), without: "b", over: []string{"a", "d"}},
+		{name: "failed drained owner", live: []string{"a", "b", "c"}, drained: set("c"), without: "c", over: []string{"a", "b"}},
+		{name: "failed last undrained owner", live: []string{"a", "b", "c"}, drained: set("b", "c"), without: "a", over: []string{"b", "c"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			selves := tc.live
+			if !slices.Contains(selves, "a") {
+				selves = append(slices.Clone(selves), "a")
+			}
+			for _, id := range selves {
+				if id == tc.without {
+					continue
+				}
+				r := newRanking(self(id), members(tc.live...), tc.drained)
+				var want *ranking
+				if slices.Contains(tc.over, id) {
+					want = newRanking(self(id), members(tc.over...), nil)
+				}
+				for s := range events.Slots {
+					got := r.rank(s)
+					if tc.without != "" {
+						got = r.rankWithout(s, tc.without)
+					}
+					if want == nil {
+						require.Equal(t, notRanked, got, "%s, slot %d", id, s)
+					} else {
+						require.Equal(t, want.rank(s), got, "%s, slot %d", id, s)
+					}
+				}
+				if tc.without == "" && want == nil {
+					require.Empty(t, r.followed(), "%s follows slots", id)
+				}
+			}
+		})
+	}
 }

@@ -170,6 +170,7 @@ func (s *Scraper) Run(ctx context.Context) error {
 	s.goFn(func() { s.worker(ctx) })
 	s.goFn(func() { s.configurer(ctx) })
 	s.goFn(func() { s.watchMembers(ctx) })
+	s.goFn(func() { s.watchDrains(ctx) })
 	s.goFn(func() { s.sessions(ctx) })
 
 	<-ctx.Done()
