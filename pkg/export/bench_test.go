@@ -91,29 +91,33 @@ const benchSamples = 3650
 
 // BenchmarkEncodeRemoteWrite measures turning one converted scrape back
 // into Prometheus series, protobuf and snappy, as the remote write
-// exporter does per request.
+// exporter does per request, for remote write 1.0 and 2.0 in the same run.
 func BenchmarkEncodeRemoteWrite(b *testing.B) {
-	md := benchScrape()
-	var req prompb.WriteRequest
-	var raw, out []byte
-	b.ReportAllocs()
-	for b.Loop() {
-		ToWriteRequest(md, &req, true)
-		n := req.Size()
-		if cap(raw) < n {
-			raw = make([]byte, n)
-		}
-		raw = raw[:n]
-		if _, err := req.MarshalToSizedBuffer(raw); err != nil {
-			b.Fatal(err)
-		}
-		out = snappy.Encode(out[:cap(out)], raw)
+	for _, msg := range []string{RemoteWriteV1, RemoteWriteV2} {
+		b.Run(msg, func(b *testing.B) {
+			md := benchScrape()
+			c := &remoteWriteClient{metadata: true, v2: msg == RemoteWriteV2}
+			var buf rwBuffers
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.encode(md, &buf); err != nil {
+					b.Fatal(err)
+				}
+				buf.snappy = snappy.Encode(buf.snappy[:cap(buf.snappy)], buf.raw)
+			}
+			var samples int
+			if c.v2 {
+				samples = buf.rw2.sent
+			} else {
+				samples = countSamples(&buf.req)
+			}
+			if samples != benchSamples {
+				b.Fatalf("%d samples, want %d", samples, benchSamples)
+			}
+			b.ReportMetric(float64(b.N*benchSamples)/b.Elapsed().Seconds(), "samples/s")
+			b.ReportMetric(float64(len(buf.snappy))/benchSamples, "bytes/sample")
+		})
 	}
-	if got := countSamples(&req); got != benchSamples {
-		b.Fatalf("%d samples, want %d", got, benchSamples)
-	}
-	b.ReportMetric(float64(b.N*benchSamples)/b.Elapsed().Seconds(), "samples/s")
-	b.ReportMetric(float64(len(out))/benchSamples, "bytes/sample")
 }
 
 func countSamples(req *prompb.WriteRequest) int {

@@ -67,6 +67,10 @@ type OTLPEndpoint struct {
 type RemoteWriteEndpoint struct {
 	Name string `yaml:"name,omitempty"`
 	URL  string `yaml:"url"`
+	// ProtobufMessage chooses the protocol as Prometheus's remote_write
+	// does: prometheus.WriteRequest (remote write 1.0, default) or
+	// io.prometheus.write.v2.Request (2.0).
+	ProtobufMessage string `yaml:"protobuf_message,omitempty"`
 	// SendMetadata sends type, help and unit with the samples (default true).
 	SendMetadata *bool `yaml:"send_metadata,omitempty"`
 	ClientConfig `yaml:",inline"`
@@ -86,7 +90,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.flagOTLP.BearerTokenFile, "otlp.bearer-token-file", "", "File with a bearer token for the OTLP endpoint.")
 	registerTLSFlags(f, "otlp", &c.flagOTLP.ClientConfig)
 
-	f.StringVar(&c.flagRW.URL, "remote-write.url", "", "Prometheus remote write 1.0 URL.")
+	f.StringVar(&c.flagRW.URL, "remote-write.url", "", "Prometheus remote write URL.")
+	f.StringVar(&c.flagRW.ProtobufMessage, "remote-write.protobuf-message", RemoteWriteV1, "Remote write protocol: "+RemoteWriteV1+" (1.0) or "+RemoteWriteV2+" (2.0: metadata per series, created timestamps).")
 	f.Var((*headerFlag)(&c.flagRW.Headers), "remote-write.header", "Remote write request header name=value (repeatable).")
 	f.DurationVar(&c.flagRW.Timeout, "remote-write.timeout", DefaultTimeout, "Timeout of one remote write request.")
 	f.StringVar(&c.flagRW.BearerTokenFile, "remote-write.bearer-token-file", "", "File with a bearer token for remote write.")
@@ -200,6 +205,11 @@ func (c *Config) endpoints() ([]OTLPEndpoint, []RemoteWriteEndpoint) {
 
 // Validate rejects unknown values and contradictory settings.
 func (c *Config) Validate() error {
+	// The flag is checked even without --remote-write.url, so that a typo
+	// does not wait for the URL to show.
+	if err := validProtobufMessage(c.flagRW.ProtobufMessage); err != nil {
+		return fmt.Errorf("exporters: --remote-write.protobuf-message %w", err)
+	}
 	otlp, rw := c.endpoints()
 	if len(otlp) == 0 && len(rw) == 0 && !c.Prometheus.Enabled {
 		return errors.New("exporters: nothing to export to: set --otlp.endpoint, --remote-write.url, $OTEL_EXPORTER_OTLP_ENDPOINT or an exporter in the configuration file")
@@ -246,6 +256,9 @@ func (c *Config) Validate() error {
 		}
 		if u.Scheme == "http" && e.hasTLS() && !e.TLS.InsecureSkipVerify {
 			return fmt.Errorf("exporters: remote write %q: tls_config set but url %q is plain http", e.Name, e.URL)
+		}
+		if err := validProtobufMessage(e.ProtobufMessage); err != nil {
+			return fmt.Errorf("exporters: remote write %q: protobuf_message %w", e.Name, err)
 		}
 		if err := e.ClientConfig.validate(); err != nil {
 			return fmt.Errorf("exporters: remote write %q: %w", e.Name, err)
@@ -391,7 +404,7 @@ func New(cfg Config, reg prometheus.Registerer, logger *slog.Logger) (*Set, erro
 	for _, e := range rw {
 		q, b, r := cfg.pipelineSettings(e.Name, e.Queue, e.Batch, e.Retry)
 		exp, err := newRemoteWrite(RemoteWriteConfig{
-			URL: e.URL, Name: e.Name, Metadata: e.SendMetadata,
+			URL: e.URL, Name: e.Name, ProtobufMessage: e.ProtobufMessage, Metadata: e.SendMetadata,
 			Client: e.ClientConfig, Queue: q, Batch: b, Retry: r,
 		}, m, logger)
 		if err != nil {

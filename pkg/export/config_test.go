@@ -5,6 +5,7 @@ import (
 	"flag"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -35,6 +36,8 @@ otlp:
 remote_write:
   - url: http://mimir/api/v1/push
     send_metadata: false
+  - url: http://prometheus/api/v1/write
+    protobuf_message: io.prometheus.write.v2.Request
     retry: {initial_interval: 1s, max_interval: 30s, max_elapsed: 0s}
 prometheus: {enabled: true, expire: 10m}
 queue_dir: /var/lib/allot/queue
@@ -55,6 +58,11 @@ queue: {size: 4096}
 		{name: "duplicate names", yaml: "otlp: [{name: x, endpoint: 'http://a'}]\nremote_write: [{name: x, url: 'http://b'}]\n", err: "two exporters named"},
 		{name: "bad name", yaml: "otlp: [{name: '../x', endpoint: 'http://a'}]\n", err: "letters, digits"},
 		{name: "bad compression", yaml: "otlp: [{endpoint: 'http://a', compression: zstd}]\n", err: "compression"},
+		{name: "remote write 1.0 by name", yaml: "remote_write: [{url: 'http://a', protobuf_message: prometheus.WriteRequest}]\n"},
+		{
+			name: "unknown protobuf_message", yaml: "remote_write: [{url: 'http://a', protobuf_message: io.prometheus.write.v3.Request}]\n",
+			err: `protobuf_message "io.prometheus.write.v3.Request": want prometheus.WriteRequest (remote write 1.0) or io.prometheus.write.v2.Request (remote write 2.0)`,
+		},
 		{name: "bad url", yaml: "remote_write: [{url: 'mimir:9009'}]\n", err: "want http(s)"},
 		{name: "negative queue", yaml: "remote_write: [{url: 'http://a', queue: {size: -1}}]\n", err: "negative"},
 		{name: "jitter", yaml: "retry: {jitter: 1.5}\nremote_write: [{url: 'http://a'}]\n", err: "jitter"},
@@ -107,6 +115,45 @@ func TestFlags(t *testing.T) {
 	require.NoError(t, fs.Parse([]string{"--otlp.endpoint=http://collector:4317", "--otlp.protocol=grpc", "--otlp.tls.ca-file=/ca.pem"}))
 	require.ErrorContains(t, bad.Validate(), "plain text")
 	require.Error(t, fs.Parse([]string{"--otlp.header=novalue"}))
+}
+
+func TestFlagProtobufMessage(t *testing.T) {
+	t.Setenv(envOTLPEndpoint, "")
+	t.Setenv(envOTLPMetricsEndpoint, "")
+	tests := []struct {
+		args []string
+		want string // protocol of the flag exporter
+		err  string
+	}{
+		{args: []string{"--remote-write.url=http://a"}, want: RemoteWriteV1},
+		{args: []string{"--remote-write.url=http://a", "--remote-write.protobuf-message=" + RemoteWriteV2}, want: RemoteWriteV2},
+		{
+			args: []string{"--remote-write.url=http://a", "--remote-write.protobuf-message=2.0"},
+			err:  `--remote-write.protobuf-message "2.0": want prometheus.WriteRequest (remote write 1.0) or io.prometheus.write.v2.Request (remote write 2.0)`,
+		},
+		// Rejected before the URL is missed.
+		{args: []string{"--remote-write.protobuf-message=v2"}, err: "--remote-write.protobuf-message"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var c Config
+			fs := flag.NewFlagSet("test", flag.ContinueOnError)
+			c.RegisterFlags(fs)
+			require.NoError(t, fs.Parse(tt.args))
+			if tt.err != "" {
+				require.ErrorContains(t, c.Validate(), tt.err)
+				return
+			}
+			require.NoError(t, c.Validate())
+			_, rw := c.endpoints()
+			require.Len(t, rw, 1)
+			require.Equal(t, tt.want, rw[0].ProtobufMessage)
+			set, err := New(c, prometheus.NewRegistry(), nil)
+			require.NoError(t, err)
+			require.Equal(t, tt.want == RemoteWriteV2, set.Exporters()[0].(*RemoteWrite).c.(*remoteWriteClient).v2)
+			require.NoError(t, set.Shutdown(context.Background()))
+		})
+	}
 }
 
 func TestFlagsFromEnvironment(t *testing.T) {

@@ -1,8 +1,8 @@
 // Package export sends converted scrapes (pmetric.Metrics, or OTLP requests
 // already encoded by pkg/otlp, which the OTLP exporters send as they are and
-// concatenate into batches) to backends: OTLP
-// over HTTP and gRPC, Prometheus remote write, and a Prometheus pull
-// endpoint, several at once.
+// concatenate into batches) to backends: OTLP over HTTP and gRPC,
+// Prometheus remote write (1.0 or 2.0), and a Prometheus pull endpoint,
+// several at once.
 //
 // Every push exporter is a pipeline: ConsumeMetrics puts the scrape on a
 // bounded queue (in memory, or on disk so that a restart loses nothing) and

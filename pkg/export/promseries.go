@@ -40,101 +40,138 @@ var derivedResourceAttrs = map[string]bool{
 // attributes as target_info. With metadata, each family's type, help and
 // unit are added once.
 func ToWriteRequest(md pmetric.Metrics, req *prompb.WriteRequest, metadata bool) {
-	w := rwWriter{req: req}
 	req.Timeseries = req.Timeseries[:0]
 	req.Metadata = req.Metadata[:0]
+	w := rwWriter{req: req, metadata: metadata}
+	var c seriesConverter
+	c.convert(md, &w)
+}
+
+// seriesSink receives the Prometheus series of a conversion, in order: a
+// family, its series, each followed by its samples, histograms and
+// exemplars. Remote write 1.0 (rwWriter) and 2.0 (rw2Writer) build their
+// messages from it, so that the conversion itself exists once.
+type seriesSink interface {
+	// family starts the series of one metric family; f is nil for
+	// target_info, whose type the conversion does not know.
+	family(f *family)
+	// series starts a series: ls sorted by name, valid only until the next
+	// call; st is its start (created) timestamp in ms, 0 if none.
+	series(ls []prompb.Label, st int64)
+	sample(v float64, t int64)
+	histogram(h prompb.Histogram)
+	exemplar(e prompb.Exemplar)
+}
+
+// family is the metadata of a metric family.
+type family struct {
+	name, help, unit string
+	typ              prompb.MetricMetadata_MetricType
+}
+
+// seriesConverter walks converted metrics and hands their series to a
+// sink. Its buffers are reused from one convert to the next.
+type seriesConverter struct {
+	sink  seriesSink
+	base  []prompb.Label
+	scope []prompb.Label
+	ls    []prompb.Label
+	extra []prompb.Label
+	fam   family
+}
+
+func (c *seriesConverter) convert(md pmetric.Metrics, sink seriesSink) {
+	c.sink = sink
 	rms := md.ResourceMetrics()
 	for i := 0; i < rms.Len(); i++ {
 		rm := rms.At(i)
-		w.base = resourceLabels(rm.Resource().Attributes(), w.base[:0])
+		c.base = resourceLabels(rm.Resource().Attributes(), c.base[:0])
 		first := int64(0)
 		sms := rm.ScopeMetrics()
 		for j := 0; j < sms.Len(); j++ {
 			sm := sms.At(j)
-			w.scope = scopeLabels(sm, w.scope[:0])
+			c.scope = scopeLabels(sm, c.scope[:0])
 			ms := sm.Metrics()
 			for k := 0; k < ms.Len(); k++ {
-				m := ms.At(k)
-				if t := w.metric(m); first == 0 {
+				if t := c.metric(ms.At(k)); first == 0 {
 					first = t
-				}
-				if metadata {
-					w.meta(m)
 				}
 			}
 		}
-		w.targetInfo(rm.Resource().Attributes(), first)
+		c.targetInfo(rm.Resource().Attributes(), first)
 	}
+	c.sink = nil
 }
 
-type rwWriter struct {
-	req   *prompb.WriteRequest
-	base  []prompb.Label
-	scope []prompb.Label
-	seen  map[string]bool
-}
-
-// series appends a time series with the base, scope and point labels plus
-// name and extra, sorted.
-func (w *rwWriter) series(name string, attrs pcommon.Map, extra ...prompb.Label) *prompb.TimeSeries {
-	n := len(w.req.Timeseries)
-	if n < cap(w.req.Timeseries) {
-		w.req.Timeseries = w.req.Timeseries[:n+1]
-		ts := &w.req.Timeseries[n]
-		ts.Labels, ts.Samples, ts.Exemplars, ts.Histograms = ts.Labels[:0], ts.Samples[:0], ts.Exemplars[:0], ts.Histograms[:0]
-	} else {
-		w.req.Timeseries = append(w.req.Timeseries, prompb.TimeSeries{})
-	}
-	ts := &w.req.Timeseries[n]
-	ls := append(ts.Labels, prompb.Label{Name: "__name__", Value: name})
-	ls = append(ls, w.base...)
-	ls = append(ls, w.scope...)
+// series starts a series with the base, scope and point labels plus name
+// and extra, sorted.
+func (c *seriesConverter) series(name string, attrs pcommon.Map, st int64, extra ...prompb.Label) {
+	ls := append(c.ls[:0], prompb.Label{Name: "__name__", Value: name})
+	ls = append(ls, c.base...)
+	ls = append(ls, c.scope...)
 	attrs.Range(func(k string, v pcommon.Value) bool {
 		ls = append(ls, prompb.Label{Name: labelName(k), Value: v.AsString()})
 		return true
 	})
 	ls = append(ls, extra...)
 	slices.SortFunc(ls, func(a, b prompb.Label) int { return strings.Compare(a.Name, b.Name) })
-	ts.Labels = ls
-	return ts
+	c.ls = ls
+	c.sink.series(ls, st)
 }
 
-func sample(ts *prompb.TimeSeries, v float64, t pcommon.Timestamp, noValue bool) {
+func (c *seriesConverter) sample(v float64, t pcommon.Timestamp, noValue bool) {
 	if noValue {
 		v = staleNaN
 	}
-	ts.Samples = append(ts.Samples, prompb.Sample{Value: v, Timestamp: toMs(t)})
+	c.sink.sample(v, toMs(t))
 }
 
 func toMs(t pcommon.Timestamp) int64 { return int64(t) / 1e6 }
 
+// start is the start timestamp a series carries: that of cumulative points
+// (counters, histograms, summaries), none for gauges and for staleness
+// markers, which end a series rather than continue it.
+func start(cumulative, stale bool, t pcommon.Timestamp) int64 {
+	if !cumulative || stale {
+		return 0
+	}
+	return toMs(t)
+}
+
 // metric writes the series of one metric and returns its first timestamp.
-func (w *rwWriter) metric(m pmetric.Metric) int64 {
+func (c *seriesConverter) metric(m pmetric.Metric) int64 {
+	c.fam = family{name: m.Name(), help: m.Description(), unit: m.Unit(), typ: metadataType(m)}
+	c.sink.family(&c.fam)
 	var first pcommon.Timestamp
 	switch m.Type() {
 	case pmetric.MetricTypeGauge, pmetric.MetricTypeSum:
 		var dps pmetric.NumberDataPointSlice
+		counter := false
 		if m.Type() == pmetric.MetricTypeSum {
 			dps = m.Sum().DataPoints()
+			counter = c.fam.typ == prompb.MetricMetadata_COUNTER && m.Sum().AggregationTemporality() == pmetric.AggregationTemporalityCumulative
 		} else {
 			dps = m.Gauge().DataPoints()
 		}
 		for i := 0; i < dps.Len(); i++ {
 			dp := dps.At(i)
-			ts := w.series(m.Name(), dp.Attributes())
+			stale := dp.Flags().NoRecordedValue()
+			c.series(m.Name(), dp.Attributes(), start(counter, stale, dp.StartTimestamp()))
 			v := dp.DoubleValue()
 			if dp.ValueType() == pmetric.NumberDataPointValueTypeInt {
 				v = float64(dp.IntValue())
 			}
-			sample(ts, v, dp.Timestamp(), dp.Flags().NoRecordedValue())
-			exemplars(ts, dp.Exemplars())
+			c.sample(v, dp.Timestamp(), stale)
+			c.exemplars(dp.Exemplars())
 			first = min0(first, dp.Timestamp())
 		}
 	case pmetric.MetricTypeHistogram:
+		cumulative := m.Histogram().AggregationTemporality() == pmetric.AggregationTemporalityCumulative
 		dps := m.Histogram().DataPoints()
 		for i := 0; i < dps.Len(); i++ {
 			dp := dps.At(i)
 			stale := dp.Flags().NoRecordedValue()
+			st := start(cumulative, stale, dp.StartTimestamp())
 			bounds, counts := dp.ExplicitBounds(), dp.BucketCounts()
 			var cum uint64
 			for b := 0; b <= bounds.Len(); b++ {
@@ -148,12 +185,14 @@ func (w *rwWriter) metric(m pmetric.Metric) int64 {
 				if b == bounds.Len() && !stale {
 					cum = dp.Count()
 				}
-				ts := w.series(m.Name()+"_bucket", dp.Attributes(), prompb.Label{Name: "le", Value: formatFloat(le)})
-				sample(ts, float64(cum), dp.Timestamp(), stale)
-				bucketExemplars(ts, dp.Exemplars(), le, b, bounds)
+				c.series(m.Name()+"_bucket", dp.Attributes(), st, prompb.Label{Name: "le", Value: formatFloat(le)})
+				c.sample(float64(cum), dp.Timestamp(), stale)
+				c.bucketExemplars(dp.Exemplars(), le, b, bounds)
 			}
-			sample(w.series(m.Name()+"_sum", dp.Attributes()), dp.Sum(), dp.Timestamp(), stale)
-			sample(w.series(m.Name()+"_count", dp.Attributes()), float64(dp.Count()), dp.Timestamp(), stale)
+			c.series(m.Name()+"_sum", dp.Attributes(), st)
+			c.sample(dp.Sum(), dp.Timestamp(), stale)
+			c.series(m.Name()+"_count", dp.Attributes(), st)
+			c.sample(float64(dp.Count()), dp.Timestamp(), stale)
 			first = min0(first, dp.Timestamp())
 		}
 	case pmetric.MetricTypeSummary:
@@ -161,23 +200,27 @@ func (w *rwWriter) metric(m pmetric.Metric) int64 {
 		for i := 0; i < dps.Len(); i++ {
 			dp := dps.At(i)
 			stale := dp.Flags().NoRecordedValue()
+			st := start(true, stale, dp.StartTimestamp())
 			qs := dp.QuantileValues()
 			for q := 0; q < qs.Len(); q++ {
-				ts := w.series(m.Name(), dp.Attributes(), prompb.Label{Name: "quantile", Value: formatFloat(qs.At(q).Quantile())})
-				sample(ts, qs.At(q).Value(), dp.Timestamp(), stale)
+				c.series(m.Name(), dp.Attributes(), st, prompb.Label{Name: "quantile", Value: formatFloat(qs.At(q).Quantile())})
+				c.sample(qs.At(q).Value(), dp.Timestamp(), stale)
 			}
-			sample(w.series(m.Name()+"_sum", dp.Attributes()), dp.Sum(), dp.Timestamp(), stale)
-			sample(w.series(m.Name()+"_count", dp.Attributes()), float64(dp.Count()), dp.Timestamp(), stale)
+			c.series(m.Name()+"_sum", dp.Attributes(), st)
+			c.sample(dp.Sum(), dp.Timestamp(), stale)
+			c.series(m.Name()+"_count", dp.Attributes(), st)
+			c.sample(float64(dp.Count()), dp.Timestamp(), stale)
 			first = min0(first, dp.Timestamp())
 		}
 	case pmetric.MetricTypeExponentialHistogram:
 		eh := m.ExponentialHistogram()
+		cumulative := eh.AggregationTemporality() == pmetric.AggregationTemporalityCumulative
 		dps := eh.DataPoints()
 		for i := 0; i < dps.Len(); i++ {
 			dp := dps.At(i)
-			ts := w.series(m.Name(), dp.Attributes())
-			ts.Histograms = append(ts.Histograms, nativeHistogram(dp, eh.AggregationTemporality()))
-			exemplars(ts, dp.Exemplars())
+			c.series(m.Name(), dp.Attributes(), start(cumulative, dp.Flags().NoRecordedValue(), dp.StartTimestamp()))
+			c.sink.histogram(nativeHistogram(dp, eh.AggregationTemporality()))
+			c.exemplars(dp.Exemplars())
 			first = min0(first, dp.Timestamp())
 		}
 	}
@@ -245,15 +288,15 @@ func spansAndDeltas(b pmetric.ExponentialHistogramDataPointBuckets) ([]prompb.Bu
 	return spans, deltas
 }
 
-func exemplars(ts *prompb.TimeSeries, es pmetric.ExemplarSlice) {
+func (c *seriesConverter) exemplars(es pmetric.ExemplarSlice) {
 	for i := 0; i < es.Len(); i++ {
-		ts.Exemplars = append(ts.Exemplars, exemplar(es.At(i)))
+		c.sink.exemplar(exemplar(es.At(i)))
 	}
 }
 
 // bucketExemplars puts on the bucket series of bucket b the exemplars
 // whose value falls into it, as Prometheus exposes them.
-func bucketExemplars(ts *prompb.TimeSeries, es pmetric.ExemplarSlice, le float64, b int, bounds pcommon.Float64Slice) {
+func (c *seriesConverter) bucketExemplars(es pmetric.ExemplarSlice, le float64, b int, bounds pcommon.Float64Slice) {
 	lower := math.Inf(-1)
 	if b > 0 {
 		lower = bounds.At(b - 1)
@@ -261,7 +304,7 @@ func bucketExemplars(ts *prompb.TimeSeries, es pmetric.ExemplarSlice, le float64
 	for i := 0; i < es.Len(); i++ {
 		e := es.At(i)
 		if v := exemplarValue(e); v > lower && v <= le {
-			ts.Exemplars = append(ts.Exemplars, exemplar(e))
+			c.sink.exemplar(exemplar(e))
 		}
 	}
 }
@@ -325,39 +368,79 @@ func scopeLabels(sm pmetric.ScopeMetrics, ls []prompb.Label) []prompb.Label {
 
 // targetInfo writes the resource attributes that did not come from the
 // target as a target_info series.
-func (w *rwWriter) targetInfo(attrs pcommon.Map, t int64) {
-	var extra []prompb.Label
+func (c *seriesConverter) targetInfo(attrs pcommon.Map, t int64) {
+	extra := c.extra[:0]
 	attrs.Range(func(k string, v pcommon.Value) bool {
 		if !derivedResourceAttrs[k] {
 			extra = append(extra, prompb.Label{Name: labelName(k), Value: v.AsString()})
 		}
 		return true
 	})
+	c.extra = extra
 	if len(extra) == 0 {
 		return
 	}
-	saved := w.scope
-	w.scope = nil
-	ts := w.series("target_info", pcommon.NewMap(), extra...)
-	w.scope = saved
-	ts.Samples = append(ts.Samples, prompb.Sample{Value: 1, Timestamp: t})
+	c.sink.family(nil)
+	saved := c.scope
+	c.scope = nil
+	c.series("target_info", pcommon.NewMap(), 0, extra...)
+	c.scope = saved
+	c.sink.sample(1, t)
 }
 
-func (w *rwWriter) meta(m pmetric.Metric) {
+// rwWriter builds a remote write 1.0 request.
+type rwWriter struct {
+	req      *prompb.WriteRequest
+	metadata bool
+	seen     map[string]bool
+	ts       *prompb.TimeSeries
+}
+
+var _ seriesSink = (*rwWriter)(nil)
+
+// family adds the family's metadata once: 1.0 carries it per family, apart
+// from the series.
+func (w *rwWriter) family(f *family) {
+	if !w.metadata || f == nil {
+		return
+	}
 	if w.seen == nil {
 		w.seen = make(map[string]bool)
 	}
-	if w.seen[m.Name()] {
+	if w.seen[f.name] {
 		return
 	}
-	w.seen[m.Name()] = true
+	w.seen[f.name] = true
 	w.req.Metadata = append(w.req.Metadata, prompb.MetricMetadata{
-		Type:             metadataType(m),
-		MetricFamilyName: m.Name(),
-		Help:             m.Description(),
-		Unit:             m.Unit(),
+		Type:             f.typ,
+		MetricFamilyName: f.name,
+		Help:             f.help,
+		Unit:             f.unit,
 	})
 }
+
+// series appends a time series, reusing the memory of the one that held
+// its place in an earlier request. 1.0 has no start timestamps.
+func (w *rwWriter) series(ls []prompb.Label, _ int64) {
+	n := len(w.req.Timeseries)
+	if n < cap(w.req.Timeseries) {
+		w.req.Timeseries = w.req.Timeseries[:n+1]
+		ts := &w.req.Timeseries[n]
+		ts.Labels, ts.Samples, ts.Exemplars, ts.Histograms = ts.Labels[:0], ts.Samples[:0], ts.Exemplars[:0], ts.Histograms[:0]
+	} else {
+		w.req.Timeseries = append(w.req.Timeseries, prompb.TimeSeries{})
+	}
+	w.ts = &w.req.Timeseries[n]
+	w.ts.Labels = append(w.ts.Labels, ls...)
+}
+
+func (w *rwWriter) sample(v float64, t int64) {
+	w.ts.Samples = append(w.ts.Samples, prompb.Sample{Value: v, Timestamp: t})
+}
+
+func (w *rwWriter) histogram(h prompb.Histogram) { w.ts.Histograms = append(w.ts.Histograms, h) }
+
+func (w *rwWriter) exemplar(e prompb.Exemplar) { w.ts.Exemplars = append(w.ts.Exemplars, e) }
 
 func metadataType(m pmetric.Metric) prompb.MetricMetadata_MetricType {
 	if v, ok := m.Metadata().Get("prometheus.type"); ok {
