@@ -67,6 +67,8 @@ type appender struct {
 	log    []logRec
 	pend   []pendStart
 	points int
+	frame  []byte   // assemble's framing bytes
+	parts  [][]byte // assemble's parts of the request
 
 	// Scratch space reused across Append calls.
 	cur        sampleLabels
@@ -118,6 +120,8 @@ type scratch struct {
 	fams        []*famEnc
 	log         []logRec
 	pend        []pendStart
+	frame       []byte
+	parts       [][]byte
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -126,9 +130,9 @@ func newAppender(ctx context.Context, a *Appendable, ts *targetState) *appender 
 	t, _ := scrape.TargetFromContext(ctx)
 	s := scratchPool.Get().(*scratch)
 	ap := &appender{
-		ctx: ctx, a: a, ts: ts, target: t, md: pmetric.NewMetrics(),
+		ctx: ctx, a: a, ts: ts, target: t,
 		pending: s.pending, pendingDist: s.pendingDist, attrs: s.attrs, scopeAttrs: s.scopeAttrs, hbuf: s.hbuf,
-		fams: s.fams, log: s.log, pend: s.pend,
+		fams: s.fams, log: s.log, pend: s.pend, frame: s.frame, parts: s.parts,
 	}
 	// Scrapes of one target do not overlap, except while a reloaded
 	// target's old loop ends: the later appender then goes without the
@@ -138,6 +142,10 @@ func newAppender(ctx context.Context, a *Appendable, ts *targetState) *appender 
 		ap.tab.seq++
 		ap.seq = ap.tab.seq
 		ap.fast = a.enc != nil
+	}
+	if !ap.fast {
+		// The encoding path builds no pdata; toSlow makes it if needed.
+		ap.md = pmetric.NewMetrics()
 	}
 	return ap
 }
@@ -150,15 +158,17 @@ func (ap *appender) release() {
 	clear(ap.attrs)
 	clear(ap.scopeAttrs)
 	clear(ap.fams)
-	clear(ap.log)
-	clear(ap.pend)
+	clear(ap.pend) // ap.log holds no pointers
+	clear(ap.parts)
 	scratchPool.Put(&scratch{
 		pending: ap.pending[:0], pendingDist: ap.pendingDist[:0],
 		attrs: ap.attrs[:0], scopeAttrs: ap.scopeAttrs[:0], hbuf: ap.hbuf[:0],
 		fams: ap.fams[:0], log: ap.log[:0], pend: ap.pend[:0],
+		frame: ap.frame[:0], parts: ap.parts[:0],
 	})
 	ap.pending, ap.pendingDist, ap.attrs, ap.scopeAttrs, ap.hbuf = nil, nil, nil, nil, nil
 	ap.fams, ap.log, ap.pend, ap.res = nil, nil, nil, nil
+	ap.frame, ap.parts = nil, nil
 	if ap.tab != nil {
 		ap.tab.sweep()
 		ap.tab.mu.Unlock()

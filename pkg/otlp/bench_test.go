@@ -3,6 +3,7 @@ package otlp
 import (
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -225,11 +226,13 @@ func (nopAppender) Commit() error   { return nil }
 func (nopAppender) Rollback() error { return nil }
 
 // encodingConsumer encodes every scrape as the OTLP/HTTP exporter would
-// (protobuf + gzip) and drops it. Scrape loops call it concurrently. It
-// takes encoded scrapes (then only gzip is left to do) unless pdataOnly.
+// (protobuf, and gzip unless noGzip: --otlp.compression=none) and drops
+// it. Scrape loops call it concurrently. It takes encoded scrapes (then only
+// gzip is left to do) unless pdataOnly.
 type encodingConsumer struct {
 	pool      sync.Pool // *encoder
 	pdataOnly bool
+	noGzip    bool
 }
 
 type encoder struct {
@@ -252,6 +255,9 @@ func (e *encodingConsumer) ConsumeEncoded(_ context.Context, req []byte, _ int) 
 }
 
 func (e *encodingConsumer) gzip(raw []byte) error {
+	if e.noGzip {
+		return nil
+	}
 	enc, _ := e.pool.Get().(*encoder)
 	if enc == nil {
 		enc = &encoder{}
@@ -270,14 +276,19 @@ func cpuTime() time.Duration {
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
+// scrapePathOnly runs one side of BenchmarkScrapePath, to profile it alone.
+var scrapePathOnly = flag.String("scrapepath.only", "", "BenchmarkScrapePath: run only this side (prom, prom+opts, allot, allot-nogzip, allot-pdata)")
+
 // BenchmarkScrapePath compares, in one run, the whole path a scrape takes
-// in allot (Prometheus's scrape loop → otlp.Appendable → OTLP protobuf +
-// gzip) with Prometheus's own scrape loop appending to a no-op storage.
-// Both scrape the same target over HTTP with a real scrape.Manager; an op is
-// one scrape of 3650 samples per side. The cost is process CPU time per
-// sample (so the load of other processes does not count); throughput-ratio
-// is Prometheus's CPU per sample over allot's, i.e. allot's throughput as a
-// fraction of Prometheus's. Run with -benchtime=Nx.
+// in allot (Prometheus's scrape loop → otlp.Appendable → OTLP protobuf,
+// with and without gzip) with Prometheus's own scrape loop appending to a
+// no-op storage. Both scrape the same target over HTTP with a real
+// scrape.Manager; an op is one scrape of 3650 samples per side. The cost is
+// process CPU time per sample (so the load of other processes does not
+// count); throughput-ratio is Prometheus's CPU per sample over allot's,
+// i.e. allot's throughput as a fraction of Prometheus's. gzip is reported
+// apart because it is the exporter's (--otlp.compression), and the
+// Prometheus side sends nothing. Run with -benchtime=Nx.
 func BenchmarkScrapePath(b *testing.B) {
 	body := benchExposition()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
@@ -338,35 +349,54 @@ scrape_configs:
 		return cpuTime() - c0, counting.samples.Load() - s0
 	}
 
-	allot := NewAppendable(&encodingConsumer{}, Options{}, nil, nil)
-	// The pdata path (a Consumer that does not take encoded scrapes), as
-	// allot was before the encoder: what the encoder gains, in the same run.
-	allotPdata := NewAppendable(&encodingConsumer{pdataOnly: true}, Options{}, nil, nil)
-	var promCPU, optsCPU, allotCPU, pdataCPU time.Duration
-	var promN, optsN, allotN, pdataN int64
+	sides := []struct {
+		name     string
+		app      storage.AppendableV2
+		allotOpt bool
+		cpu      time.Duration
+		n        int64
+	}{
+		{name: "prom", app: nopAppendable{}},
+		// The no-op storage with the scrape options allot needs splits
+		// allot's cost into those options and the conversion.
+		{name: "prom+opts", app: nopAppendable{}, allotOpt: true},
+		{name: "allot", app: NewAppendable(&encodingConsumer{}, Options{}, nil, nil), allotOpt: true},
+		{name: "allot-nogzip", app: NewAppendable(&encodingConsumer{noGzip: true}, Options{}, nil, nil), allotOpt: true},
+		// The pdata path (a Consumer that does not take encoded scrapes),
+		// as allot was before the encoder.
+		{name: "allot-pdata", app: NewAppendable(&encodingConsumer{pdataOnly: true}, Options{}, nil, nil), allotOpt: true},
+	}
 	b.ResetTimer()
 	// Two rounds each, alternating, so drift in machine load hits all.
 	for range 2 {
-		c, n := run(nopAppendable{}, false, b.N)
-		promCPU, promN = promCPU+c, promN+n
-		// The no-op storage with the scrape options allot needs splits
-		// allot's cost into those options and the conversion.
-		c, n = run(nopAppendable{}, true, b.N)
-		optsCPU, optsN = optsCPU+c, optsN+n
-		c, n = run(allot, true, b.N)
-		allotCPU, allotN = allotCPU+c, allotN+n
-		c, n = run(allotPdata, true, b.N)
-		pdataCPU, pdataN = pdataCPU+c, pdataN+n
+		for i := range sides {
+			s := &sides[i]
+			if *scrapePathOnly != "" && *scrapePathOnly != s.name {
+				continue
+			}
+			c, n := run(s.app, s.allotOpt, b.N)
+			s.cpu, s.n = s.cpu+c, s.n+n
+		}
 	}
 	b.StopTimer()
-	prom := float64(promCPU.Nanoseconds()) / float64(promN)
-	opts := float64(optsCPU.Nanoseconds()) / float64(optsN)
-	ours := float64(allotCPU.Nanoseconds()) / float64(allotN)
-	pdata := float64(pdataCPU.Nanoseconds()) / float64(pdataN)
-	b.ReportMetric(prom, "prom-cpu-ns/sample")
-	b.ReportMetric(opts, "prom+opts-cpu-ns/sample")
-	b.ReportMetric(ours, "allot-cpu-ns/sample")
-	b.ReportMetric(pdata, "allot-pdata-cpu-ns/sample")
-	b.ReportMetric(prom/ours, "throughput-ratio")
-	b.ReportMetric(prom/pdata, "pdata-throughput-ratio")
+	perSample := map[string]float64{}
+	for _, s := range sides {
+		if s.n > 0 {
+			perSample[s.name] = float64(s.cpu.Nanoseconds()) / float64(s.n)
+			b.ReportMetric(perSample[s.name], s.name+"-cpu-ns/sample")
+		}
+	}
+	prom, ok := perSample["prom"]
+	if !ok {
+		return
+	}
+	for _, r := range []struct{ side, metric string }{
+		{"allot", "throughput-ratio"},
+		{"allot-nogzip", "nogzip-throughput-ratio"},
+		{"allot-pdata", "pdata-throughput-ratio"},
+	} {
+		if v, ok := perSample[r.side]; ok {
+			b.ReportMetric(prom/v, r.metric)
+		}
+	}
 }

@@ -301,18 +301,23 @@ func classicBuckets(g *group, dp pmetric.HistogramDataPoint) []uint64 {
 // counts, so that a conversion back to Prometheus can mark every bucket
 // series stale. g.count becomes the total.
 func classicLayout(g *group, bounds []float64, counts []uint64) ([]float64, []uint64, uint64) {
-	bs := slices.DeleteFunc(g.buckets, func(b bucket) bool { return math.IsNaN(b.bound) })
-	slices.SortStableFunc(bs, func(a, b bucket) int { return cmpFloat(a.bound, b.bound) })
-	out := bs[:0]
-	for _, b := range bs {
-		if n := len(out); n > 0 && out[n-1].bound == b.bound {
-			out[n-1].value = math.Max(out[n-1].value, b.value)
-			continue
+	bs := g.buckets
+	if !strictlyIncreasing(bs) {
+		// Buckets come in order almost always; when they do, dropping NaN
+		// bounds, sorting and merging duplicates would change nothing.
+		bs = slices.DeleteFunc(bs, func(b bucket) bool { return math.IsNaN(b.bound) })
+		slices.SortStableFunc(bs, func(a, b bucket) int { return cmpFloat(a.bound, b.bound) })
+		out := bs[:0]
+		for _, b := range bs {
+			if n := len(out); n > 0 && out[n-1].bound == b.bound {
+				out[n-1].value = math.Max(out[n-1].value, b.value)
+				continue
+			}
+			out = append(out, b)
 		}
-		out = append(out, b)
+		bs = out
+		g.buckets = bs
 	}
-	bs = out
-	g.buckets = bs
 	total, hasTotal := g.count, g.hasCount
 	if n := len(bs); n > 0 && math.IsInf(bs[n-1].bound, 1) {
 		total, hasTotal = bs[n-1].value, true
@@ -340,6 +345,17 @@ func classicLayout(g *group, bounds []float64, counts []uint64) ([]float64, []ui
 	counts = append(counts, all-prev)
 	g.count = float64(all)
 	return bounds, counts, all
+}
+
+// strictlyIncreasing tells whether the bounds of bs increase strictly,
+// without NaN (which compares false).
+func strictlyIncreasing(bs []bucket) bool {
+	for i := range bs {
+		if math.IsNaN(bs[i].bound) || i > 0 && !(bs[i-1].bound < bs[i].bound) {
+			return false
+		}
+	}
+	return true
 }
 
 // groupStart is the start timestamp the scrape gave for a group: a

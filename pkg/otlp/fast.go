@@ -1,6 +1,7 @@
 package otlp
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -13,6 +14,7 @@ import (
 	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/storage"
+	"go.opentelemetry.io/collector/pdata/pmetric"
 	"google.golang.org/protobuf/encoding/protowire"
 )
 
@@ -28,24 +30,29 @@ import (
 // continues there, so both paths always produce the same metrics.
 
 // logRec is one sample taken by the encoder, for a replay into the pdata
-// builder.
+// builder, and for a number point with a start timestamp slot, where the
+// slot is. It holds no pointers (the entry is an index into the table, which
+// does not move or reuse entries while an appender holds it), so that
+// appending it costs no write barrier while the collector runs, and the log
+// needs no clearing.
 type logRec struct {
-	e     *entry
+	idx   uint32 // of the entry in seriesTable.entries
+	off   int32  // of the 8 bytes of the start timestamp in the family's buf; -1: none
 	st, t int64
 	v     float64
 }
 
-// pendStart is a start timestamp slot to fill in Commit.
+// pendStart is the start timestamp slot of a classic histogram or summary
+// point, to fill in Commit.
 type pendStart struct {
 	f       *famEnc
 	off     int // of the 8 bytes in f.buf
 	key     uint64
 	cache   **seriesState
 	st, t   int64
-	v       float64 // value, or count of a distribution
+	v       float64 // count
 	buckets []uint64
 	stale   bool
-	mono    bool
 }
 
 // resolve (re)derives entry e of ls (nil: a new entry) from the labels and
@@ -148,7 +155,6 @@ func (ap *appender) appendFast(e *entry, st, t int64, v float64, h *histogram.Hi
 		// More than one resource in a scrape (honor_labels).
 		return false
 	}
-	ap.log = append(ap.log, logRec{e: e, st: st, t: t, v: v})
 	f := e.fam
 	if f.seq != ap.seq {
 		ap.touch(f, e)
@@ -157,6 +163,7 @@ func (ap *appender) appendFast(e *entry, st, t int64, v float64, h *histogram.Hi
 		ap.encodeNumber(f, e, st, t, v)
 		return true
 	}
+	ap.logSample(logRec{idx: e.index(), off: -1, st: st, t: t, v: v})
 	g := e.group
 	if g.seq != ap.seq {
 		g.seq = ap.seq
@@ -187,6 +194,7 @@ func (ap *appender) appendFast(e *entry, st, t int64, v float64, h *histogram.Hi
 // create the metric: the first sample of the family.
 func (ap *appender) touch(f *famEnc, e *entry) {
 	f.seq = ap.seq
+	f.cum = f.key.kind.cumulative()
 	f.buf = f.buf[:0]
 	f.groups = f.groups[:0]
 	if !f.built || f.meta != e.meta {
@@ -215,20 +223,31 @@ func encodeMetricHeader(b []byte, key familyKey, meta metadata.Metadata) []byte 
 	return appendStrKeyValue(b, fieldMetricMetadata, metadataTypeKey, typ)
 }
 
+// encodeNumber appends the data point of a number sample: the entry's
+// attributes are pre-encoded, the rest is fixed-size, so that the point is
+// one size check and a few stores. The buffers are written through local
+// slices and only their lengths stored back (x = x[:n] stores no pointer):
+// storing a slice into the heap costs a write barrier per sample while the
+// collector runs, which it often does next to the scrape loop.
 func (ap *appender) encodeNumber(f *famEnc, e *entry, st, t int64, v float64) {
 	stale := value.IsStaleNaN(v)
-	cum := f.key.kind.cumulative()
 	n := len(e.attrs) + 9 + 9
 	if stale {
 		n = len(e.attrs) + 9 + 2
 	}
+	cum := f.cum
 	if cum {
 		n += startSlot
 	}
-	b := append(f.buf, tagDataPoint)
+	if cap(f.buf)-len(f.buf) < n+3 {
+		f.buf = slices.Grow(f.buf, n+3)
+	}
+	b := f.buf
+	b = append(b, tagDataPoint)
 	b = protowire.AppendVarint(b, uint64(n))
+	off := int32(-1)
 	if cum {
-		ap.pend = append(ap.pend, pendStart{f: f, off: len(b) + 1, key: e.key, cache: &e.state, st: st, t: t, v: v, stale: stale, mono: f.key.kind == kindCounter})
+		off = int32(len(b) + 1)
 		b = append(b, tagStart, 0, 0, 0, 0, 0, 0, 0, 0)
 	}
 	b = append(b, tagTime)
@@ -239,19 +258,33 @@ func (ap *appender) encodeNumber(f *famEnc, e *entry, st, t int64, v float64) {
 		b = append(b, tagDouble)
 		b = binary.LittleEndian.AppendUint64(b, math.Float64bits(v))
 	}
-	f.buf = append(b, e.attrs...)
+	b = append(b, e.attrs...)
+	f.buf = f.buf[:len(b)] // b did not grow: same array
+	ap.logSample(logRec{idx: e.index(), off: off, st: st, t: t, v: v})
 	ap.points++
+}
+
+// logSample appends r to the log without a write barrier.
+func (ap *appender) logSample(r logRec) {
+	if len(ap.log) == cap(ap.log) {
+		ap.log = slices.Grow(ap.log, 1)
+	}
+	ap.log = ap.log[:len(ap.log)+1]
+	ap.log[len(ap.log)-1] = r
 }
 
 // toSlow switches the scrape to the pdata builder: the samples encoded so
 // far are appended again there, with the options they came with.
 func (ap *appender) toSlow() {
 	ap.fast = false
-	for _, r := range ap.log {
-		opts := storage.AppendV2Options{MetricFamilyName: r.e.famName, Metadata: r.e.meta}
-		_ = ap.appendSlow(r.e.ls, r.e.key, r.st, r.t, r.v, nil, nil, opts)
+	if ap.md == (pmetric.Metrics{}) {
+		ap.md = pmetric.NewMetrics()
 	}
-	clear(ap.log)
+	for _, r := range ap.log {
+		e := ap.tab.entries[r.idx]
+		opts := storage.AppendV2Options{MetricFamilyName: e.famName, Metadata: e.meta}
+		_ = ap.appendSlow(e.ls, e.key, r.st, r.t, r.v, nil, nil, opts)
+	}
 	ap.log = ap.log[:0]
 	ap.fams = ap.fams[:0]
 	clear(ap.pend)
@@ -290,14 +323,31 @@ func (ap *appender) commitFast() error {
 	}
 
 	ts := ap.ts
+	entries := ap.tab.entries
 	ts.mu.Lock()
+	// Number points in the order they came, then classic points: the
+	// order of the pdata path (pending, then pendingDist).
+	for i := range ap.log {
+		r := &ap.log[i]
+		if r.off < 0 {
+			continue
+		}
+		e := entries[r.idx]
+		var start int64
+		if value.IsStaleNaN(r.v) {
+			start = ts.startOfStale(e.key, &e.state, r.t)
+		} else {
+			start = ts.startFor(e.key, &e.state, r.st, r.t, r.v, nil, e.fam.key.kind == kindCounter)
+		}
+		putFixed64(e.fam.buf[r.off:], uint64(msToTimestamp(start)))
+	}
 	for i := range ap.pend {
 		p := &ap.pend[i]
 		var start int64
 		if p.stale {
 			start = ts.startOfStale(p.key, p.cache, p.t)
 		} else {
-			start = ts.startFor(p.key, p.cache, p.st, p.t, p.v, p.buckets, p.mono)
+			start = ts.startFor(p.key, p.cache, p.st, p.t, p.v, p.buckets, true)
 		}
 		putFixed64(p.f.buf[p.off:], uint64(msToTimestamp(start)))
 	}
@@ -346,7 +396,7 @@ func (ap *appender) encodeHistogram(f *famEnc, g *groupEnc) {
 	}
 	b := append(f.buf, tagDataPoint)
 	b = protowire.AppendVarint(b, uint64(n))
-	p := pendStart{f: f, off: len(b) + 1, key: gg.key, cache: &g.state, st: ap.groupStart(gg), t: gg.t, v: gg.count, stale: gg.stale, mono: true}
+	p := pendStart{f: f, off: len(b) + 1, key: gg.key, cache: &g.state, st: ap.groupStart(gg), t: gg.t, v: gg.count, stale: gg.stale}
 	if !gg.stale {
 		p.buckets = g.counts
 	}
@@ -404,7 +454,7 @@ func (ap *appender) encodeSummary(f *famEnc, g *groupEnc) {
 	}
 	b := append(f.buf, tagDataPoint)
 	b = protowire.AppendVarint(b, uint64(n))
-	ap.pend = append(ap.pend, pendStart{f: f, off: len(b) + 1, key: gg.key, cache: &g.state, st: ap.groupStart(gg), t: gg.t, v: gg.count, stale: gg.stale, mono: true})
+	ap.pend = append(ap.pend, pendStart{f: f, off: len(b) + 1, key: gg.key, cache: &g.state, st: ap.groupStart(gg), t: gg.t, v: gg.count, stale: gg.stale})
 	b = append(b, tagStart, 0, 0, 0, 0, 0, 0, 0, 0)
 	b = appendFixed64Field(b, fieldTime, uint64(msToTimestamp(gg.t)))
 	if gg.stale {
@@ -443,7 +493,9 @@ func quantileSize(q bucket) int {
 }
 
 // assemble wraps the encoded metrics into one ResourceMetrics field of an
-// ExportMetricsServiceRequest.
+// ExportMetricsServiceRequest. The request is the only allocation of an
+// encoded scrape and the consumer keeps it, so it is made by bytes.Join of
+// the parts, which does not zero the memory it is about to overwrite.
 func (ap *appender) assemble() []byte {
 	scope := ap.a.scopeEnc
 	smLen := lenFieldSize(len(scope))
@@ -451,23 +503,31 @@ func (ap *appender) assemble() []byte {
 		smLen += lenFieldSize(metricSize(f))
 	}
 	rmLen := lenFieldSize(len(ap.res.encoded)) + lenFieldSize(smLen)
-	out := make([]byte, 0, lenFieldSize(rmLen))
-	out = appendTag(out, fieldResourceMetrics, wireLen)
-	out = protowire.AppendVarint(out, uint64(rmLen))
-	out = appendLenField(out, fieldRMResource, ap.res.encoded)
-	out = appendTag(out, fieldRMScopeMetrics, wireLen)
-	out = protowire.AppendVarint(out, uint64(smLen))
-	out = appendLenField(out, fieldSMScope, scope)
+	// fr holds the framing (tags and lengths); a part cut from it stays
+	// valid if fr grows into a new array.
+	fr, parts, mark := ap.frame[:0], ap.parts[:0], 0
+	cut := func(fr []byte) []byte { s := fr[mark:len(fr):len(fr)]; mark = len(fr); return s }
+	fr = appendTag(fr, fieldResourceMetrics, wireLen)
+	fr = protowire.AppendVarint(fr, uint64(rmLen))
+	fr = appendTag(fr, fieldRMResource, wireLen)
+	fr = protowire.AppendVarint(fr, uint64(len(ap.res.encoded)))
+	parts = append(parts, cut(fr), ap.res.encoded)
+	fr = appendTag(fr, fieldRMScopeMetrics, wireLen)
+	fr = protowire.AppendVarint(fr, uint64(smLen))
+	fr = appendTag(fr, fieldSMScope, wireLen)
+	fr = protowire.AppendVarint(fr, uint64(len(scope)))
+	parts = append(parts, cut(fr), scope)
 	for _, f := range ap.fams {
-		out = appendTag(out, fieldSMMetrics, wireLen)
-		out = protowire.AppendVarint(out, uint64(metricSize(f)))
-		out = append(out, f.header...)
+		fr = appendTag(fr, fieldSMMetrics, wireLen)
+		fr = protowire.AppendVarint(fr, uint64(metricSize(f)))
+		parts = append(parts, cut(fr), f.header)
 		field, trailer := dataField(f.key.kind)
-		out = appendTag(out, field, wireLen)
-		out = protowire.AppendVarint(out, uint64(len(f.buf)+len(trailer)))
-		out = append(out, f.buf...)
-		out = append(out, trailer...)
+		fr = appendTag(fr, field, wireLen)
+		fr = protowire.AppendVarint(fr, uint64(len(f.buf)+len(trailer)))
+		parts = append(parts, cut(fr), f.buf, trailer)
 	}
+	out := bytes.Join(parts, nil)
+	ap.frame, ap.parts = fr, parts
 	return out
 }
 

@@ -58,12 +58,15 @@ const (
 	roleCreated
 )
 
-// entry is one series of a target.
+// entry is one series of a target. The fields every sample reads (through
+// resolved: options, role, attributes, family, resource) come first, so
+// that a sample touches as few cache lines of a table that is cold between
+// scrapes as it can.
 type entry struct {
 	ref   storage.SeriesRef // 0: free
 	ls    labels.Labels
-	key   uint64       // state key of the series (seriesRef of its labels)
 	seen  uint64       // seq of the last appender that used it
+	key   uint64       // state key of the series (seriesRef of its labels)
 	state *seriesState // cache of the state of key
 
 	resolved
@@ -82,12 +85,13 @@ type resolved struct {
 	meta    metadata.Metadata
 
 	role  role
+	attrs []byte // encoded point attributes (roleNumber)
+	fam   *famEnc
+	res   *resEnc
+	// Classic histogram and summary series only.
+	group *groupEnc
 	bound float64 // bucket bound or quantile
 	label string  // le or quantile as exposed
-	attrs []byte  // encoded point attributes (roleNumber)
-	fam   *famEnc
-	group *groupEnc
-	res   *resEnc
 }
 
 // matches tells whether r was resolved with opts.
@@ -100,9 +104,11 @@ func (r *resolved) matches(opts *storage.AppendV2Options) bool {
 type famEnc struct {
 	key    familyKey
 	seq    uint64            // appender that touched it last
+	live   uint64            // last sweep that found an entry of it
 	meta   metadata.Metadata // what header was built from
 	header []byte            // Metric fields before the data: name, description, unit, metadata
 	built  bool
+	cum    bool        // its points have a start timestamp (kind.cumulative)
 	buf    []byte      // encoded data_points fields of this scrape
 	groups []*groupEnc // classic groups of this scrape, in order
 }
@@ -116,6 +122,7 @@ type groupKey struct {
 // groupEnc is one classic histogram or summary point of a target.
 type groupEnc struct {
 	seq   uint64
+	live  uint64 // last sweep that found an entry of it
 	attrs []byte // encoded point attributes without le/quantile
 	g     group  // this scrape's series, as the pdata builder collects them
 	state *seriesState
@@ -142,6 +149,9 @@ func (tab *seriesTable) get(ref storage.SeriesRef, ls labels.Labels) *entry {
 	}
 	return e
 }
+
+// index is the position of e in seriesTable.entries.
+func (e *entry) index() uint32 { return uint32(e.ref) - 1 }
 
 // add returns a new entry for ls.
 func (tab *seriesTable) add(ls labels.Labels) *entry {
@@ -197,7 +207,9 @@ func (tab *seriesTable) sweep() {
 		return
 	}
 	old := tab.seq - idleCommits
-	live := make(map[any]struct{}, len(tab.families)+len(tab.groups))
+	// Families and groups are marked live with this sweep's number rather
+	// than collected in a set: no allocation, no hashing.
+	mark := tab.seq
 	for i, e := range tab.entries {
 		switch {
 		case e.ref == 0:
@@ -205,23 +217,30 @@ func (tab *seriesTable) sweep() {
 			*e = entry{}
 			tab.free = append(tab.free, uint32(i))
 		default:
-			live[e.fam] = struct{}{}
-			live[e.group] = struct{}{}
+			e.resolved.markLive(mark)
 			if e.alt != nil {
-				live[e.alt.fam] = struct{}{}
-				live[e.alt.group] = struct{}{}
+				e.alt.markLive(mark)
 			}
 		}
 	}
 	for k, g := range tab.groups {
-		if _, ok := live[g]; !ok {
+		if g.live != mark {
 			delete(tab.groups, k)
 		}
 	}
 	for k, f := range tab.families {
-		if _, ok := live[f]; !ok {
+		if f.live != mark {
 			delete(tab.families, k)
 		}
+	}
+}
+
+func (r *resolved) markLive(mark uint64) {
+	if r.fam != nil {
+		r.fam.live = mark
+	}
+	if r.group != nil {
+		r.group.live = mark
 	}
 }
 
