@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -140,21 +141,24 @@ func connectNATS(ctx context.Context, o *clusterOptions, name string, logger *sl
 	}
 }
 
-// advertise turns a listen address such as ":8080" into one others can dial.
+// advertise turns a listen address such as ":8080", or what a listener on
+// it reports ("[::]:8080"), into one others can dial: an unspecified host
+// becomes this host's name. Advertising "[::]:8080" itself would make every
+// peer dial itself.
 func advertise(listen, external string) string {
 	if external != "" {
 		return external
 	}
-	host, port, ok := strings.Cut(listen, ":")
-	if !ok {
+	host, port, err := net.SplitHostPort(listen)
+	if err != nil {
 		return listen
 	}
-	if host == "" || host == "0.0.0.0" || host == "::" {
+	if ip := net.ParseIP(host); host == "" || (ip != nil && ip.IsUnspecified()) {
 		if h, err := os.Hostname(); err == nil {
 			host = h
 		} else {
 			host = "127.0.0.1"
 		}
 	}
-	return host + ":" + port
+	return net.JoinHostPort(host, port)
 }

@@ -102,6 +102,9 @@ func localScrapers(d *discoverer.Discoverer, scrapers []*scraper.Scraper) web.Ta
 // reports over HTTP (a discoverer in a distributed deployment).
 func remoteScrapers(d *discoverer.Discoverer, cli *clientv3.Client, ks leases.Keyspace) web.TargetSource {
 	return web.TargetSourceFunc(func(ctx context.Context) (web.Targets, error) {
+		if web.LocalScope(ctx) {
+			return catalogTargets(d), nil
+		}
 		members, _, err := leases.ListMembers(ctx, cli, ks)
 		if err != nil {
 			return catalogTargets(d), err

@@ -92,12 +92,28 @@ func WriteError(w http.ResponseWriter, code int, typ string, err error) {
 	_ = json.NewEncoder(w).Encode(apiResponse{Status: "error", ErrorType: typ, Error: err.Error()})
 }
 
+type localScopeKey struct{}
+
+// LocalScope reports whether the request behind ctx asked for this
+// process's own view only (`scope=local`, what Remote asks for). A source
+// that merges the views of other processes must not ask them then: a peer
+// that advertises an address reaching the asker would otherwise make it ask
+// itself, without end.
+func LocalScope(ctx context.Context) bool {
+	v, _ := ctx.Value(localScopeKey{}).(bool)
+	return v
+}
+
 // TargetsAPI serves GET /api/v1/targets with Prometheus's query parameter
-// `state` (active, dropped, any) and `scrapePool`, plus `scraper`.
+// `state` (active, dropped, any) and `scrapePool`, plus `scraper` and
+// `scope=local` (see LocalScope).
 func TargetsAPI(src TargetSource) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
 		defer cancel()
+		if r.URL.Query().Get("scope") == "local" {
+			ctx = context.WithValue(ctx, localScopeKey{}, true)
+		}
 		t, err := src.Targets(ctx)
 		if err != nil {
 			WriteError(w, http.StatusServiceUnavailable, "unavailable", err)

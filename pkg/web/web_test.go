@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -125,5 +126,38 @@ func TestReady(t *testing.T) {
 		if rec.Code != tc.code {
 			t.Errorf("waiting %v: code %d, want %d", tc.waiting, rec.Code, tc.code)
 		}
+	}
+}
+
+// TestRemoteFetchOfItself serves a merged view whose peer list names the
+// server itself, as happens when a peer advertises an address that reaches
+// the asker: the peer request (scope=local) must not fan out again.
+func TestRemoteFetchOfItself(t *testing.T) {
+	catalog, s1, _ := catalogAndOwned()
+	var requests atomic.Int32
+	var self string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		TargetsAPI(TargetSourceFunc(func(ctx context.Context) (Targets, error) {
+			if LocalScope(ctx) {
+				return s1, nil
+			}
+			owned, err := Remote{}.Fetch(ctx, []string{self})
+			return Merge(catalog, owned...), err
+		})).ServeHTTP(w, r)
+	}))
+	defer srv.Close()
+	self = strings.TrimPrefix(srv.URL, "http://")
+
+	resp, err := http.Get(srv.URL + "/api/v1/targets")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("status %s", resp.Status)
+	}
+	if n := requests.Load(); n != 2 {
+		t.Fatalf("%d requests served, want 2 (the view and one local peer request)", n)
 	}
 }
