@@ -120,7 +120,9 @@ func PutLoad(ctx context.Context, s *Session, ks Keyspace, l Load) error {
 }
 
 // ListLoads returns the live load reports by scraper ID, with their
-// per-target series. Entries that do not decode are skipped.
+// per-target series. Entries that do not decode are skipped. It reads every
+// chunk: a reader that needs the series repeatedly follows them with
+// [WatchLoads] instead.
 func ListLoads(ctx context.Context, cli *clientv3.Client, ks Keyspace) (map[string]Load, error) {
 	out := map[string]Load{}
 	per := map[string]map[string]TargetLoad{}

@@ -62,6 +62,9 @@ type term struct {
 	// evaluating: the load reports are being read for an evaluation.
 	evaluating bool
 	loads      map[string]leases.Load // as last read
+	// loadWatch follows load/ for the term, so that an evaluation reads
+	// only the chunks that changed since the last one, not every chunk.
+	loadWatch *leases.LoadWatch
 
 	ops     sync.WaitGroup
 	sem     chan struct{}
@@ -96,6 +99,14 @@ func (t *term) run(ctx context.Context) error {
 	defer t.abandon()
 	defer t.ops.Wait()
 	defer cancel()
+
+	// The load watch lives as long as the term; it is started first so
+	// that its listing runs while the term lists the rest.
+	t.loadWatch = leases.WatchLoads(ctx, t.cli, t.ks, t.logger, t.r.reg)
+	defer func() {
+		cancel()
+		<-t.loadWatch.Done()
+	}()
 
 	// Follow moves/ first, so no end of an adopted move falls between the
 	// listing and the watch.

@@ -11,18 +11,20 @@ import (
 	"github.com/allot-dev/allot/pkg/placement"
 )
 
-// startEvaluation reads the load reports outside the loop and then
-// evaluates. Only one evaluation is under way at a time.
+// startEvaluation takes the load reports from the term's load watch
+// outside the loop (the first time, it waits for the watch's listing; then
+// it copies the per-target series) and then evaluates. Only one evaluation
+// is under way at a time.
 func (t *term) startEvaluation(ctx context.Context) {
 	t.evaluating = true
 	t.forgetDrains(ctx)
 	t.do(ctx, func() func() {
-		loads, err := leases.ListLoads(ctx, t.cli, t.ks)
+		loads, err := t.loadWatch.Loads(ctx)
 		return func() {
 			t.evaluating = false
 			if err != nil {
 				// Measure with the last reports, but plan nothing on them.
-				t.logger.Warn("list loads", "err", err)
+				t.logger.Warn("read load reports", "err", err)
 				t.evaluate(ctx, t.loads, false)
 				return
 			}
