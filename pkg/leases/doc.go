@@ -10,7 +10,11 @@
 //     moved targets and reports claim deletions and moves ([Claims.Watch]);
 //   - [StartMove], [AbortMove] and [ListMoves] are the rebalancer's side of a
 //     move; [Claims.TakeOver] is the destination's;
-//   - [PutLoad] and [ListLoads] carry load reports to the rebalancer.
+//   - [PutLoad] and [ListLoads] carry load reports to the rebalancer, whose
+//     leader follows them with [WatchLoads] instead of reading them again.
+//
+// Drain marks (drain/<id>, no lease: they outlive restarts) are written by
+// the rebalancer and followed by scrapers with [WatchDrains].
 //
 // A claim's epoch is the ModRevision of its key. It changes whenever the
 // claim changes hands and is used as a fencing token: releases and moves are
