@@ -133,16 +133,11 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		}
 		defer nsrv.Close()
 		cluster := clusterOptions{etcdEndpoints: etcd.Endpoint(), etcdPrefix: prefix, natsURL: nsrv.URL(), startupTimeout: 30 * time.Second}
-		cli, err := connectEtcd(ctx, &cluster, logger)
+		conn, err := connect(ctx, &cluster, "allot-all", logger)
 		if err != nil {
 			return err
 		}
-		defer cli.Close()
-		nc, js, err := connectNATS(ctx, &cluster, "allot-all", logger)
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
+		defer conn.Close()
 
 		// Without an exporter configured, samples go to an in-process sink
 		// shown at /sink/, so the whole path is real from the first run.
@@ -153,25 +148,18 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 				return err
 			}
 		}
-		exp, err := expOpts.build(fs, file, srv.reg, logger)
+		exp, err := expOpts.start(fs, file, srv, logger)
 		if err != nil {
 			return err
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = exp.Shutdown(sctx)
-		}()
-		if h := exp.PrometheusHandler(); h != nil {
-			srv.mux.Handle("/metrics/scraped", h)
-		}
+		defer stopExporters(exp)
 
 		ks := cluster.keyspace()
 		if dCfg.ID == "" {
 			dCfg.ID = "discoverer-0"
 		}
 		dCfg.Keyspace, dCfg.Events = ks, evCfg
-		d, err := startDiscoverer(g, srv, dCfg, &crOpts, cfgOpts.file, cli, js, file, logger)
+		d, err := startDiscoverer(g, srv, dCfg, &crOpts, cfgOpts.file, conn.etcd, conn.js, file, logger)
 		if err != nil {
 			return err
 		}
@@ -182,7 +170,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 			c.Addr = loopback(srv.Addr())
 			c.Keyspace, c.Session, c.Events = ks, session, evCfg
 			reg := prometheus.WrapRegistererWith(prometheus.Labels{"member": c.ID}, srv.reg)
-			s, err := startScraper(g, c, cli, js, exp, reg, logger)
+			s, err := startScraper(g, c, conn.etcd, conn.js, exp, reg, logger)
 			if err != nil {
 				return err
 			}
@@ -190,17 +178,17 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		}
 		rb := rbCfg
 		rb.ID, rb.Keyspace, rb.Session = "rebalancer-0", ks, session
-		rbal, err := startRebalancer(g, srv, rb, cli, logger)
+		rbal, err := startRebalancer(g, srv, rb, conn.etcd, logger)
 		if err != nil {
 			return err
 		}
-		if err := taOpts.start(g, srv, file, ks, evCfg, cli, js, logger); err != nil {
+		if err := taOpts.start(g, srv, file, ks, evCfg, conn.etcd, conn.js, logger); err != nil {
 			return err
 		}
 
 		src := localScrapers(d, scrapers)
 		mountTargets(srv, src)
-		mountPages(g, srv, src, file, rbal, cli, ks)
+		mountPages(g, srv, src, file, rbal, conn.etcd, ks)
 		g.Go("http", func(ctx context.Context) error { return srv.serve(ctx, logger) })
 
 		fmt.Fprintf(os.Stderr, `

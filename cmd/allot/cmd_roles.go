@@ -5,7 +5,6 @@ import (
 	"errors"
 	"flag"
 	"os"
-	"time"
 
 	"github.com/allot-dev/allot/pkg/configfile"
 	"github.com/allot-dev/allot/pkg/events"
@@ -64,29 +63,24 @@ func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if err != nil {
 			return err
 		}
-		cli, err := connectEtcd(ctx, &o.cluster, logger)
+		conn, err := connect(ctx, &o.cluster, "allot-discoverer", logger)
 		if err != nil {
 			return err
 		}
-		defer cli.Close()
-		nc, js, err := connectNATS(ctx, &o.cluster, "allot-discoverer", logger)
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
+		defer conn.Close()
 		g := newGroup(ctx)
 		ks := o.cluster.keyspace()
 		dCfg.Keyspace, dCfg.Events = ks, evCfg
-		d, err := startDiscoverer(g, srv, dCfg, &cr, cfg.file, cli, js, file, logger)
+		d, err := startDiscoverer(g, srv, dCfg, &cr, cfg.file, conn.etcd, conn.js, file, logger)
 		if err != nil {
 			return err
 		}
-		if err := ta.start(g, srv, file, ks, evCfg, cli, js, logger); err != nil {
+		if err := ta.start(g, srv, file, ks, evCfg, conn.etcd, conn.js, logger); err != nil {
 			return err
 		}
-		src := remoteScrapers(d, cli, ks)
+		src := remoteScrapers(d, conn.etcd, ks)
 		mountTargets(srv, src)
-		mountPages(g, srv, src, file, nil, cli, ks)
+		mountPages(g, srv, src, file, nil, conn.etcd, ks)
 		g.Go("http", func(ctx context.Context) error { return srv.serve(ctx, logger) })
 		return g.Wait()
 	}
@@ -125,32 +119,20 @@ func scraperFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if err != nil {
 			return err
 		}
-		exp, err := expOpts.build(fs, file, srv.reg, logger)
+		exp, err := expOpts.start(fs, file, srv, logger)
 		if err != nil {
 			return err
 		}
-		defer func() {
-			sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			_ = exp.Shutdown(sctx)
-		}()
-		if h := exp.PrometheusHandler(); h != nil {
-			srv.mux.Handle("/metrics/scraped", h)
-		}
-		cli, err := connectEtcd(ctx, &o.cluster, logger)
+		defer stopExporters(exp)
+		conn, err := connect(ctx, &o.cluster, "allot-scraper", logger)
 		if err != nil {
 			return err
 		}
-		defer cli.Close()
-		nc, js, err := connectNATS(ctx, &o.cluster, "allot-scraper", logger)
-		if err != nil {
-			return err
-		}
-		defer nc.Close()
+		defer conn.Close()
 		g := newGroup(ctx)
 		scCfg.Addr = advertise(srv.Addr(), o.external)
 		scCfg.Keyspace, scCfg.Session, scCfg.Events = o.cluster.keyspace(), session, evCfg
-		s, err := startScraper(g, scCfg, cli, js, exp, srv.reg, logger)
+		s, err := startScraper(g, scCfg, conn.etcd, conn.js, exp, srv.reg, logger)
 		if err != nil {
 			return err
 		}

@@ -12,7 +12,9 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -140,6 +142,56 @@ func (o *exporterOptions) build(fs *flag.FlagSet, file *configfile.File, reg pro
 		return nil, err
 	}
 	return export.New(o.cfg, reg, logger.With("component", "export"))
+}
+
+// connections are a process's clients of the cluster: etcd, and NATS with
+// its JetStream context.
+type connections struct {
+	etcd *clientv3.Client
+	nc   *nats.Conn
+	js   jetstream.JetStream
+}
+
+// connect dials etcd, then NATS as name, each waiting up to
+// --startup.timeout for its server.
+func connect(ctx context.Context, o *clusterOptions, name string, logger *slog.Logger) (*connections, error) {
+	cli, err := connectEtcd(ctx, o, logger)
+	if err != nil {
+		return nil, err
+	}
+	nc, js, err := connectNATS(ctx, o, name, logger)
+	if err != nil {
+		_ = cli.Close()
+		return nil, err
+	}
+	return &connections{etcd: cli, nc: nc, js: js}, nil
+}
+
+// Close closes NATS, then etcd.
+func (c *connections) Close() {
+	c.nc.Close()
+	_ = c.etcd.Close()
+}
+
+// start builds the exporters and serves the pull endpoint, if enabled, at
+// /metrics/scraped. Stop them with stopExporters.
+func (o *exporterOptions) start(fs *flag.FlagSet, file *configfile.File, srv *server, logger *slog.Logger) (*export.Set, error) {
+	exp, err := o.build(fs, file, srv.reg, logger)
+	if err != nil {
+		return nil, err
+	}
+	if h := exp.PrometheusHandler(); h != nil {
+		srv.mux.Handle("/metrics/scraped", h)
+	}
+	return exp, nil
+}
+
+// stopExporters flushes what the exporters still hold, giving up after 10s
+// so that a dead backend cannot hold up the exit.
+func stopExporters(exp *export.Set) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = exp.Shutdown(ctx)
 }
 
 // startDiscoverer builds a discoverer with the file's config (and, if

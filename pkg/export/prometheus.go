@@ -134,13 +134,7 @@ func appendPairs(base, scope []prompb.Label, attrs pcommon.Map, extra ...labelPa
 
 // metric stores the points of one metric and returns its first timestamp.
 func (p *Prometheus) metric(m pmetric.Metric, base, scope []prompb.Label, now time.Time) pcommon.Timestamp {
-	typ := dtoType(m)
-	var first pcommon.Timestamp
-	note := func(t pcommon.Timestamp) {
-		if first == 0 || t < first {
-			first = t
-		}
-	}
+	f := &incoming{p: p, m: m, typ: dtoType(m), base: base, scope: scope, now: now}
 	switch m.Type() {
 	case pmetric.MetricTypeGauge, pmetric.MetricTypeSum:
 		var dps pmetric.NumberDataPointSlice
@@ -149,39 +143,22 @@ func (p *Prometheus) metric(m pmetric.Metric, base, scope []prompb.Label, now ti
 		} else {
 			dps = m.Gauge().DataPoints()
 		}
-		for i := 0; i < dps.Len(); i++ {
-			dp := dps.At(i)
-			note(dp.Timestamp())
-			ls := appendPairs(base, scope, dp.Attributes())
-			if dp.Flags().NoRecordedValue() {
-				p.remove(m.Name(), ls)
-				continue
-			}
+		putPoints(f, dps, func(dp pmetric.NumberDataPoint) *dto.Metric {
 			v := dp.DoubleValue()
 			if dp.ValueType() == pmetric.NumberDataPointValueTypeInt {
 				v = float64(dp.IntValue())
 			}
-			out := &dto.Metric{}
-			switch typ {
+			switch f.typ {
 			case dto.MetricType_COUNTER:
-				out.Counter = &dto.Counter{Value: proto.Float64(v), CreatedTimestamp: created(dp.StartTimestamp())}
+				return &dto.Metric{Counter: &dto.Counter{Value: proto.Float64(v), CreatedTimestamp: created(dp.StartTimestamp())}}
 			case dto.MetricType_UNTYPED:
-				out.Untyped = &dto.Untyped{Value: proto.Float64(v)}
+				return &dto.Metric{Untyped: &dto.Untyped{Value: proto.Float64(v)}}
 			default:
-				out.Gauge = &dto.Gauge{Value: proto.Float64(v)}
+				return &dto.Metric{Gauge: &dto.Gauge{Value: proto.Float64(v)}}
 			}
-			p.put(m.Name(), typ, m.Description(), m.Unit(), ls, out, dp.Timestamp(), now)
-		}
+		})
 	case pmetric.MetricTypeHistogram:
-		dps := m.Histogram().DataPoints()
-		for i := 0; i < dps.Len(); i++ {
-			dp := dps.At(i)
-			note(dp.Timestamp())
-			ls := appendPairs(base, scope, dp.Attributes())
-			if dp.Flags().NoRecordedValue() {
-				p.remove(m.Name(), ls)
-				continue
-			}
+		putPoints(f, m.Histogram().DataPoints(), func(dp pmetric.HistogramDataPoint) *dto.Metric {
 			h := &dto.Histogram{SampleCount: proto.Uint64(dp.Count()), SampleSum: proto.Float64(dp.Sum()), CreatedTimestamp: created(dp.StartTimestamp())}
 			var cum uint64
 			for b := 0; b < dp.ExplicitBounds().Len(); b++ {
@@ -190,19 +167,12 @@ func (p *Prometheus) metric(m pmetric.Metric, base, scope []prompb.Label, now ti
 				}
 				h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: proto.Float64(dp.ExplicitBounds().At(b)), CumulativeCount: proto.Uint64(cum)})
 			}
-			p.put(m.Name(), typ, m.Description(), m.Unit(), ls, &dto.Metric{Histogram: h}, dp.Timestamp(), now)
-		}
+			return &dto.Metric{Histogram: h}
+		})
 	case pmetric.MetricTypeExponentialHistogram:
-		dps := m.ExponentialHistogram().DataPoints()
-		for i := 0; i < dps.Len(); i++ {
-			dp := dps.At(i)
-			note(dp.Timestamp())
-			ls := appendPairs(base, scope, dp.Attributes())
-			if dp.Flags().NoRecordedValue() {
-				p.remove(m.Name(), ls)
-				continue
-			}
-			nh := nativeHistogram(dp, m.ExponentialHistogram().AggregationTemporality())
+		temporality := m.ExponentialHistogram().AggregationTemporality()
+		putPoints(f, m.ExponentialHistogram().DataPoints(), func(dp pmetric.ExponentialHistogramDataPoint) *dto.Metric {
+			nh := nativeHistogram(dp, temporality)
 			h := &dto.Histogram{
 				SampleCount: proto.Uint64(dp.Count()), SampleSum: proto.Float64(dp.Sum()),
 				Schema: proto.Int32(dp.Scale()), ZeroThreshold: proto.Float64(dp.ZeroThreshold()),
@@ -220,27 +190,59 @@ func (p *Prometheus) metric(m pmetric.Metric, base, scope []prompb.Label, now ti
 				h.ZeroThreshold = proto.Float64(0)
 				h.PositiveSpan = []*dto.BucketSpan{{Offset: proto.Int32(0), Length: proto.Uint32(0)}}
 			}
-			p.put(m.Name(), typ, m.Description(), m.Unit(), ls, &dto.Metric{Histogram: h}, dp.Timestamp(), now)
-		}
+			return &dto.Metric{Histogram: h}
+		})
 	case pmetric.MetricTypeSummary:
-		dps := m.Summary().DataPoints()
-		for i := 0; i < dps.Len(); i++ {
-			dp := dps.At(i)
-			note(dp.Timestamp())
-			ls := appendPairs(base, scope, dp.Attributes())
-			if dp.Flags().NoRecordedValue() {
-				p.remove(m.Name(), ls)
-				continue
-			}
+		putPoints(f, m.Summary().DataPoints(), func(dp pmetric.SummaryDataPoint) *dto.Metric {
 			s := &dto.Summary{SampleCount: proto.Uint64(dp.Count()), SampleSum: proto.Float64(dp.Sum()), CreatedTimestamp: created(dp.StartTimestamp())}
 			for q := 0; q < dp.QuantileValues().Len(); q++ {
 				qv := dp.QuantileValues().At(q)
 				s.Quantile = append(s.Quantile, &dto.Quantile{Quantile: proto.Float64(qv.Quantile()), Value: proto.Float64(qv.Value())})
 			}
-			p.put(m.Name(), typ, m.Description(), m.Unit(), ls, &dto.Metric{Summary: s}, dp.Timestamp(), now)
-		}
+			return &dto.Metric{Summary: s}
+		})
 	}
-	return first
+	return f.first
+}
+
+// incoming is one OTLP metric on its way into the exposed series.
+type incoming struct {
+	p           *Prometheus
+	m           pmetric.Metric
+	typ         dto.MetricType
+	base, scope []prompb.Label
+	now         time.Time
+	// first is the earliest timestamp of its points.
+	first pcommon.Timestamp
+}
+
+// dataPoint is what every kind of OTLP data point has.
+type dataPoint interface {
+	Timestamp() pcommon.Timestamp
+	Attributes() pcommon.Map
+	Flags() pmetric.DataPointFlags
+}
+
+// putPoints stores each point of dps under its series, as value makes it,
+// or removes the series of a point that records no value (a staleness
+// marker).
+func putPoints[P dataPoint](f *incoming, dps interface {
+	Len() int
+	At(int) P
+}, value func(P) *dto.Metric,
+) {
+	for i := 0; i < dps.Len(); i++ {
+		dp := dps.At(i)
+		if t := dp.Timestamp(); f.first == 0 || t < f.first {
+			f.first = t
+		}
+		ls := appendPairs(f.base, f.scope, dp.Attributes())
+		if dp.Flags().NoRecordedValue() {
+			f.p.remove(f.m.Name(), ls)
+			continue
+		}
+		f.p.put(f.m.Name(), f.typ, f.m.Description(), f.m.Unit(), ls, value(dp), dp.Timestamp(), f.now)
+	}
 }
 
 func created(t pcommon.Timestamp) *timestamppb.Timestamp {

@@ -109,6 +109,17 @@ func (s store) safeTLS(c *monitoringv1.SafeTLSConfig) (*tlsSpec, error) {
 	return t, nil
 }
 
+// jobTLS resolves a job's SafeTLSConfig. An empty one counts as none, so
+// that the job takes the scrape class's TLS configuration whole, as in
+// Prometheus Operator.
+func (s store) jobTLS(c *monitoringv1.SafeTLSConfig) (*tlsSpec, error) {
+	t, err := s.safeTLS(c)
+	if err != nil || t.isZero() {
+		return nil, err
+	}
+	return t, nil
+}
+
 // fileTLS resolves a ServiceMonitor's TLSConfig, which may also name files.
 func (s store) fileTLS(c *monitoringv1.TLSConfig) (*tlsSpec, error) {
 	if c == nil {
@@ -215,6 +226,39 @@ func addTLS(cfg yaml.MapSlice, t *tlsSpec) yaml.MapSlice {
 		m = append(m, item("key_file", t.keyFile))
 	}
 	return append(cfg, item("tls_config", m))
+}
+
+// addClient writes a job's HTTP client settings: redirects, HTTP/2, proxy,
+// TLS and credentials, with the scrape class's TLS and authorization merged
+// in. t is the job's TLS configuration, already resolved (nil: none), since
+// the kinds spell theirs differently.
+func (s store) addClient(cfg yaml.MapSlice, hc *monitoringv1.HTTPConfigWithoutTLS, proxy monitoringv1.ProxyConfig, t *tlsSpec, sc *ScrapeClass) (yaml.MapSlice, error) {
+	cfg = addOptional(cfg, "follow_redirects", hc.FollowRedirects)
+	cfg = addOptional(cfg, "enable_http2", hc.EnableHTTP2)
+	var err error
+	if cfg, err = s.addProxy(cfg, proxy); err != nil {
+		return nil, err
+	}
+	cfg = addTLS(cfg, mergeTLS(t, sc))
+	//nolint:staticcheck // bearerTokenSecret is deprecated but still honoured.
+	if hc.BearerTokenSecret != nil && hc.BearerTokenSecret.Name != "" {
+		tok, err := s.secret(*hc.BearerTokenSecret)
+		if err != nil {
+			return nil, fmt.Errorf("bearerTokenSecret: %w", err)
+		}
+		cfg = append(cfg, item("bearer_token", tok))
+	}
+	if cfg, err = s.addBasicAuth(cfg, hc.BasicAuth); err != nil {
+		return nil, err
+	}
+	if cfg, err = s.addOAuth2(cfg, hc.OAuth2); err != nil {
+		return nil, err
+	}
+	a, err := s.safeAuthz(hc.Authorization)
+	if err != nil {
+		return nil, err
+	}
+	return addAuthz(cfg, mergeAuthz(a, sc)), nil
 }
 
 func (s store) addBasicAuth(cfg yaml.MapSlice, ba *monitoringv1.BasicAuth) (yaml.MapSlice, error) {

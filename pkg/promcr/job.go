@@ -10,6 +10,7 @@ import (
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v2"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // The pieces of a job that every kind shares, written as Prometheus
@@ -85,6 +86,14 @@ func (g *generator) enforceNamespace(rcs []any, ns string) []any {
 		item("target_label", g.cfg.EnforcedNamespaceLabel),
 		item("replacement", ns),
 	})
+}
+
+// endRelabelings appends what every job's relabelings end with: the
+// class's, the CR's, then the enforced namespace label.
+func (g *generator) endRelabelings(rel []any, sc *ScrapeClass, rcs []monitoringv1.RelabelConfig, ns string) []any {
+	rel = append(rel, classRelabelings(sc.RelabelConfigs)...)
+	rel = append(rel, relabelings(rcs)...)
+	return g.enforceNamespace(rel, ns)
 }
 
 // metricRelabelings are the class's, the CR's, then the enforced namespace
@@ -184,6 +193,7 @@ func addOptional[T any](cfg yaml.MapSlice, key string, v *T) yaml.MapSlice {
 // limits is what every kind has of the scrape limits.
 type limits struct {
 	sample, target, label, labelNameLength, labelValueLength, keepDropped *int64
+	bodySize                                                              *monitoringv1.ByteSize
 }
 
 // addLimits writes the CR's limits capped by the enforced ones: a CR
@@ -221,7 +231,7 @@ func (g *generator) addLimits(cfg yaml.MapSlice, l limits) (yaml.MapSlice, error
 			cfg = append(cfg, item(x.key, user))
 		}
 	}
-	return cfg, nil
+	return g.addBodySizeLimit(cfg, l.bodySize)
 }
 
 // addBodySizeLimit writes the lower of the CR's and the enforced limit.
@@ -290,6 +300,52 @@ func addScheme(cfg yaml.MapSlice, s *monitoringv1.Scheme) (yaml.MapSlice, error)
 	default:
 		return nil, invalidf("scheme %q is neither HTTP nor HTTPS", string(*s))
 	}
+}
+
+// addEndpointScrape writes how a monitor's endpoint is scraped: interval,
+// timeout, path, params and scheme.
+func addEndpointScrape(cfg yaml.MapSlice, interval, timeout monitoringv1.Duration, path string, params map[string][]string, scheme *monitoringv1.Scheme) (yaml.MapSlice, error) {
+	var err error
+	if cfg, err = addDuration(cfg, "scrape_interval", interval); err != nil {
+		return nil, err
+	}
+	if cfg, err = addDuration(cfg, "scrape_timeout", timeout); err != nil {
+		return nil, err
+	}
+	if path != "" {
+		cfg = append(cfg, item("metrics_path", path))
+	}
+	if params != nil {
+		cfg = append(cfg, item("params", sortedMap(params)))
+	}
+	return addScheme(cfg, scheme)
+}
+
+// endpointJobs generates a monitor's job for each of its endpoints, listed
+// in its spec under field; an error names the endpoint.
+func endpointJobs[E any](field string, eps []E, job func(i int, ep E) (yaml.MapSlice, error)) ([]yaml.MapSlice, error) {
+	docs := make([]yaml.MapSlice, 0, len(eps))
+	for i, ep := range eps {
+		doc, err := job(i, ep)
+		if err != nil {
+			return nil, fmt.Errorf("%s[%d]: %w", field, i, err)
+		}
+		docs = append(docs, doc)
+	}
+	return docs, nil
+}
+
+// endpointLabel sets the endpoint label of a monitor's endpoint to its port
+// name, else its target port, so that the series of a monitor's endpoints
+// stay apart.
+func endpointLabel(port *string, targetPort *intstr.IntOrString) []any {
+	switch {
+	case port != nil && *port != "":
+		return []any{yaml.MapSlice{item("target_label", "endpoint"), item("replacement", *port)}}
+	case targetPort != nil && targetPort.String() != "":
+		return []any{yaml.MapSlice{item("target_label", "endpoint"), item("replacement", targetPort.String())}}
+	}
+	return nil
 }
 
 // mergeAttachMetadata takes the CR's attachMetadata, else the class's.

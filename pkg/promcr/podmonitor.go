@@ -24,15 +24,9 @@ func (g *generator) podMonitor(m *monitoringv1.PodMonitor) ([]yaml.MapSlice, err
 		return nil, err
 	}
 	s := store{ns: m.Namespace, g: g.secrets}
-	docs := make([]yaml.MapSlice, 0, len(m.Spec.PodMetricsEndpoints))
-	for i, ep := range m.Spec.PodMetricsEndpoints {
-		doc, err := g.podMonitorEndpoint(m, ep, i, s, sc, roleSel, byRole)
-		if err != nil {
-			return nil, fmt.Errorf("podMetricsEndpoints[%d]: %w", i, err)
-		}
-		docs = append(docs, doc)
-	}
-	return docs, nil
+	return endpointJobs("podMetricsEndpoints", m.Spec.PodMetricsEndpoints, func(i int, ep monitoringv1.PodMetricsEndpoint) (yaml.MapSlice, error) {
+		return g.podMonitorEndpoint(m, ep, i, s, sc, roleSel, byRole)
+	})
 }
 
 func (g *generator) podMonitorEndpoint(m *monitoringv1.PodMonitor, ep monitoringv1.PodMetricsEndpoint, i int, s store,
@@ -48,46 +42,16 @@ func (g *generator) podMonitorEndpoint(m *monitoringv1.PodMonitor, ep monitoring
 	cfg = append(cfg, g.k8sSD(m.Spec.NamespaceSelector, m.Namespace, "pod", mergeAttachMetadata(m.Spec.AttachMetadata, sc), roleSel))
 
 	var err error
-	if cfg, err = addDuration(cfg, "scrape_interval", ep.Interval); err != nil {
+	if cfg, err = addEndpointScrape(cfg, ep.Interval, ep.ScrapeTimeout, ep.Path, ep.Params, ep.Scheme); err != nil {
 		return nil, err
 	}
-	if cfg, err = addDuration(cfg, "scrape_timeout", ep.ScrapeTimeout); err != nil {
-		return nil, err
-	}
-	if ep.Path != "" {
-		cfg = append(cfg, item("metrics_path", ep.Path))
-	}
-	if ep.Params != nil {
-		cfg = append(cfg, item("params", sortedMap(ep.Params)))
-	}
-	if cfg, err = addScheme(cfg, ep.Scheme); err != nil {
-		return nil, err
-	}
-	if cfg, err = g.addHTTPConfig(cfg, s, &ep.HTTPConfig, sc); err != nil {
-		return nil, err
-	}
-	//nolint:staticcheck // bearerTokenSecret is deprecated but still honoured.
-	if ep.BearerTokenSecret != nil && ep.BearerTokenSecret.Name != "" {
-		tok, err := s.secret(*ep.BearerTokenSecret)
-		if err != nil {
-			return nil, fmt.Errorf("bearerTokenSecret: %w", err)
-		}
-		cfg = append(cfg, item("bearer_token", tok))
-	}
-	if cfg, err = s.addBasicAuth(cfg, ep.BasicAuth); err != nil {
-		return nil, err
-	}
-	if cfg, err = s.addOAuth2(cfg, ep.OAuth2); err != nil {
-		return nil, err
-	}
-	if cfg, err = s.addProxy(cfg, ep.ProxyConfig); err != nil {
-		return nil, err
-	}
-	a, err := s.safeAuthz(ep.Authorization)
+	t, err := s.jobTLS(ep.TLSConfig)
 	if err != nil {
 		return nil, err
 	}
-	cfg = addAuthz(cfg, mergeAuthz(a, sc))
+	if cfg, err = s.addClient(cfg, &ep.HTTPConfigWithoutTLS, ep.ProxyConfig, t, sc); err != nil {
+		return nil, err
+	}
 
 	rel := initRelabelings()
 	if ep.FilterRunning == nil || *ep.FilterRunning {
@@ -122,45 +86,20 @@ func (g *generator) podMonitorEndpoint(m *monitoringv1.PodMonitor, ep monitoring
 			item("target_label", "job"), item("regex", "(.+)"), item("replacement", "${1}"),
 		})
 	}
-	switch {
-	case ep.Port != nil && *ep.Port != "":
-		rel = append(rel, yaml.MapSlice{item("target_label", "endpoint"), item("replacement", *ep.Port)})
-	case ep.TargetPort != nil && ep.TargetPort.String() != "":
-		rel = append(rel, yaml.MapSlice{item("target_label", "endpoint"), item("replacement", ep.TargetPort.String())})
-	}
-	rel = append(rel, classRelabelings(sc.RelabelConfigs)...)
-	rel = append(rel, relabelings(ep.RelabelConfigs)...)
-	rel = g.enforceNamespace(rel, m.Namespace)
+	rel = append(rel, endpointLabel(ep.Port, ep.TargetPort)...)
+	rel = g.endRelabelings(rel, sc, ep.RelabelConfigs, m.Namespace)
 	cfg = append(cfg, item("relabel_configs", rel))
 
 	if cfg, err = g.addLimits(cfg, limits{
 		sample: m.Spec.SampleLimit, target: m.Spec.TargetLimit, label: m.Spec.LabelLimit,
 		labelNameLength: m.Spec.LabelNameLengthLimit, labelValueLength: m.Spec.LabelValueLengthLimit,
-		keepDropped: m.Spec.KeepDroppedTargets,
+		keepDropped: m.Spec.KeepDroppedTargets, bodySize: m.Spec.BodySizeLimit,
 	}); err != nil {
 		return nil, err
 	}
 	cfg = addNativeHistograms(cfg, m.Spec.NativeHistogramConfig)
 	cfg = addScrapeProtocols(cfg, m.Spec.ScrapeProtocols, m.Spec.FallbackScrapeProtocol, sc)
 	cfg = addOptional(cfg, "extra_scrape_metrics", m.Spec.ExtraScrapeMetrics)
-	if cfg, err = g.addBodySizeLimit(cfg, m.Spec.BodySizeLimit); err != nil {
-		return nil, err
-	}
 	cfg = g.addMetricRelabelings(cfg, sc, ep.MetricRelabelConfigs, m.Namespace)
 	return cfg, nil
-}
-
-// addHTTPConfig writes follow_redirects, enable_http2 and the TLS
-// configuration merged with the scrape class.
-func (g *generator) addHTTPConfig(cfg yaml.MapSlice, s store, hc *monitoringv1.HTTPConfig, sc *ScrapeClass) (yaml.MapSlice, error) {
-	cfg = addOptional(cfg, "follow_redirects", hc.FollowRedirects)
-	cfg = addOptional(cfg, "enable_http2", hc.EnableHTTP2)
-	t, err := s.safeTLS(hc.TLSConfig)
-	if err != nil {
-		return nil, err
-	}
-	if t.isZero() {
-		t = nil
-	}
-	return addTLS(cfg, mergeTLS(t, sc)), nil
 }

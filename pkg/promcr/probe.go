@@ -57,6 +57,7 @@ func (g *generator) probe(m *monitoringv1.Probe) ([]yaml.MapSlice, error) {
 	if len(params) > 0 {
 		cfg = append(cfg, item("params", params))
 	}
+	// A Probe has no bodySizeLimit of its own.
 	if cfg, err = g.addLimits(cfg, limits{
 		sample: m.Spec.SampleLimit, target: m.Spec.TargetLimit, label: m.Spec.LabelLimit,
 		labelNameLength: m.Spec.LabelNameLengthLimit, labelValueLength: m.Spec.LabelValueLengthLimit,
@@ -67,20 +68,21 @@ func (g *generator) probe(m *monitoringv1.Probe) ([]yaml.MapSlice, error) {
 	cfg = addNativeHistograms(cfg, m.Spec.NativeHistogramConfig)
 	cfg = addScrapeProtocols(cfg, m.Spec.ScrapeProtocols, m.Spec.FallbackScrapeProtocol, sc)
 	cfg = addOptional(cfg, "extra_scrape_metrics", m.Spec.ExtraScrapeMetrics)
-	// A Probe has no bodySizeLimit of its own.
-	if cfg, err = g.addBodySizeLimit(cfg, nil); err != nil {
+	t, err := s.jobTLS(m.Spec.TLSConfig)
+	if err != nil {
+		return nil, err
+	}
+	// The spec's own authorization field hides its HTTPConfig's, which
+	// decoding therefore never fills.
+	hc := m.Spec.HTTPConfigWithoutTLS
+	hc.Authorization = m.Spec.Authorization
+	if cfg, err = s.addClient(cfg, &hc, m.Spec.ProberSpec.ProxyConfig, t, sc); err != nil {
 		return nil, err
 	}
 
 	rel := initRelabelings()
 	if m.Spec.JobName != "" {
 		rel = append(rel, yaml.MapSlice{item("target_label", "job"), item("replacement", m.Spec.JobName)})
-	}
-	if cfg, err = s.addProxy(cfg, m.Spec.ProberSpec.ProxyConfig); err != nil {
-		return nil, err
-	}
-	if cfg, err = g.addHTTPConfig(cfg, s, &m.Spec.HTTPConfig, sc); err != nil {
-		return nil, err
 	}
 
 	// A static config wins over an ingress, as the CRD documents.
@@ -105,9 +107,7 @@ func (g *generator) probe(m *monitoringv1.Probe) ([]yaml.MapSlice, error) {
 			yaml.MapSlice{item("source_labels", []string{"__param_target"}), item("target_label", "instance")},
 			yaml.MapSlice{item("target_label", "__address__"), item("replacement", m.Spec.ProberSpec.URL)},
 		)
-		rel = append(rel, classRelabelings(sc.RelabelConfigs)...)
-		rel = append(rel, relabelings(st.RelabelConfigs)...)
-		rel = g.enforceNamespace(rel, m.Namespace)
+		rel = g.endRelabelings(rel, sc, st.RelabelConfigs, m.Namespace)
 	case m.Spec.Targets.Ingress != nil:
 		ing := m.Spec.Targets.Ingress
 		if _, err := metav1.LabelSelectorAsSelector(&ing.Selector); err != nil {
@@ -130,31 +130,9 @@ func (g *generator) probe(m *monitoringv1.Probe) ([]yaml.MapSlice, error) {
 			yaml.MapSlice{item("source_labels", []string{"__param_target"}), item("target_label", "instance")},
 			yaml.MapSlice{item("target_label", "__address__"), item("replacement", m.Spec.ProberSpec.URL)},
 		)
-		rel = append(rel, classRelabelings(sc.RelabelConfigs)...)
-		rel = append(rel, relabelings(ing.RelabelConfigs)...)
-		rel = g.enforceNamespace(rel, m.Namespace)
+		rel = g.endRelabelings(rel, sc, ing.RelabelConfigs, m.Namespace)
 	}
 	cfg = append(cfg, item("relabel_configs", rel))
-
-	//nolint:staticcheck // bearerTokenSecret is deprecated but still honoured.
-	if m.Spec.BearerTokenSecret != nil {
-		tok, err := s.secret(*m.Spec.BearerTokenSecret)
-		if err != nil {
-			return nil, fmt.Errorf("bearerTokenSecret: %w", err)
-		}
-		cfg = append(cfg, item("bearer_token", tok))
-	}
-	if cfg, err = s.addBasicAuth(cfg, m.Spec.BasicAuth); err != nil {
-		return nil, err
-	}
-	if cfg, err = s.addOAuth2(cfg, m.Spec.OAuth2); err != nil {
-		return nil, err
-	}
-	a, err := s.safeAuthz(m.Spec.Authorization)
-	if err != nil {
-		return nil, err
-	}
-	cfg = addAuthz(cfg, mergeAuthz(a, sc))
 	cfg = g.addMetricRelabelings(cfg, sc, m.Spec.MetricRelabelConfigs, m.Namespace)
 	return []yaml.MapSlice{cfg}, nil
 }

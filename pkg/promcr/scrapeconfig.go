@@ -43,7 +43,6 @@ func (g *generator) scrapeConfig(m *monitoringv1alpha1.ScrapeConfig) ([]yaml.Map
 		cfg = append(cfg, item("params", sortedMap(spec.Params)))
 	}
 	cfg = addOptional(cfg, "enable_compression", spec.EnableCompression)
-	cfg = addOptional(cfg, "enable_http2", spec.EnableHTTP2)
 	if spec.ScrapeInterval != nil {
 		if cfg, err = addDuration(cfg, "scrape_interval", *spec.ScrapeInterval); err != nil {
 			return nil, err
@@ -59,39 +58,24 @@ func (g *generator) scrapeConfig(m *monitoringv1alpha1.ScrapeConfig) ([]yaml.Map
 	if cfg, err = addScheme(cfg, spec.Scheme); err != nil {
 		return nil, err
 	}
-	if cfg, err = s.addProxy(cfg, spec.ProxyConfig); err != nil {
-		return nil, err
-	}
-	if cfg, err = s.addBasicAuth(cfg, spec.BasicAuth); err != nil {
-		return nil, err
-	}
-	a, err := s.safeAuthz(spec.Authorization)
+	t, err := s.jobTLS(spec.TLSConfig)
 	if err != nil {
 		return nil, err
 	}
-	cfg = addAuthz(cfg, mergeAuthz(a, sc))
-	if cfg, err = s.addOAuth2(cfg, spec.OAuth2); err != nil {
+	hc := monitoringv1.HTTPConfigWithoutTLS{
+		Authorization: spec.Authorization, BasicAuth: spec.BasicAuth, OAuth2: spec.OAuth2, EnableHTTP2: spec.EnableHTTP2,
+	}
+	if cfg, err = s.addClient(cfg, &hc, spec.ProxyConfig, t, sc); err != nil {
 		return nil, err
 	}
-	t, err := s.safeTLS(spec.TLSConfig)
-	if err != nil {
-		return nil, err
-	}
-	if t.isZero() {
-		t = nil
-	}
-	cfg = addTLS(cfg, mergeTLS(t, sc))
 	if cfg, err = g.addLimits(cfg, limits{
 		sample: spec.SampleLimit, target: spec.TargetLimit, label: spec.LabelLimit,
 		labelNameLength: spec.LabelNameLengthLimit, labelValueLength: spec.LabelValueLengthLimit,
-		keepDropped: spec.KeepDroppedTargets,
+		keepDropped: spec.KeepDroppedTargets, bodySize: spec.BodySizeLimit,
 	}); err != nil {
 		return nil, err
 	}
 	cfg = addNativeHistograms(cfg, spec.NativeHistogramConfig)
-	if cfg, err = g.addBodySizeLimit(cfg, spec.BodySizeLimit); err != nil {
-		return nil, err
-	}
 
 	if len(spec.StaticConfigs) > 0 {
 		var sds []yaml.MapSlice
@@ -205,34 +189,19 @@ func (g *generator) scrapeConfig(m *monitoringv1alpha1.ScrapeConfig) ([]yaml.Map
 	return []yaml.MapSlice{cfg}, nil
 }
 
-// sdHTTPClient writes the HTTP client settings of an SD config.
+// sdHTTPClient writes the HTTP client settings of an SD config, which take
+// nothing from the scrape class.
 func (g *generator) sdHTTPClient(s store, ba *monitoringv1.BasicAuth, az *monitoringv1.SafeAuthorization, o *monitoringv1.OAuth2,
 	pc monitoringv1.ProxyConfig, tc *monitoringv1.SafeTLSConfig, followRedirects, enableHTTP2 *bool,
 ) (yaml.MapSlice, error) {
-	var sd yaml.MapSlice
-	var err error
-	if sd, err = s.addBasicAuth(sd, ba); err != nil {
-		return nil, err
-	}
-	a, err := s.safeAuthz(az)
-	if err != nil {
-		return nil, err
-	}
-	sd = addAuthz(sd, a)
-	if sd, err = s.addOAuth2(sd, o); err != nil {
-		return nil, err
-	}
-	if sd, err = s.addProxy(sd, pc); err != nil {
-		return nil, err
-	}
 	t, err := s.safeTLS(tc)
 	if err != nil {
 		return nil, err
 	}
-	sd = addTLS(sd, t)
-	sd = addOptional(sd, "follow_redirects", followRedirects)
-	sd = addOptional(sd, "enable_http2", enableHTTP2)
-	return sd, nil
+	hc := monitoringv1.HTTPConfigWithoutTLS{
+		Authorization: az, BasicAuth: ba, OAuth2: o, FollowRedirects: followRedirects, EnableHTTP2: enableHTTP2,
+	}
+	return s.addClient(nil, &hc, pc, t, &ScrapeClass{})
 }
 
 func (g *generator) kubernetesSD(s store, c monitoringv1alpha1.KubernetesSDConfig) (yaml.MapSlice, error) {

@@ -36,15 +36,9 @@ func (g *generator) serviceMonitor(m *monitoringv1.ServiceMonitor) ([]yaml.MapSl
 		return nil, err
 	}
 	s := store{ns: m.Namespace, g: g.secrets}
-	docs := make([]yaml.MapSlice, 0, len(m.Spec.Endpoints))
-	for i, ep := range m.Spec.Endpoints {
-		doc, err := g.serviceMonitorEndpoint(m, ep, i, s, sc, role, roleSel, byRole)
-		if err != nil {
-			return nil, fmt.Errorf("endpoints[%d]: %w", i, err)
-		}
-		docs = append(docs, doc)
-	}
-	return docs, nil
+	return endpointJobs("endpoints", m.Spec.Endpoints, func(i int, ep monitoringv1.Endpoint) (yaml.MapSlice, error) {
+		return g.serviceMonitorEndpoint(m, ep, i, s, sc, role, roleSel, byRole)
+	})
 }
 
 func (g *generator) serviceMonitorEndpoint(m *monitoringv1.ServiceMonitor, ep monitoringv1.Endpoint, i int, s store,
@@ -70,54 +64,20 @@ func (g *generator) serviceMonitorEndpoint(m *monitoringv1.ServiceMonitor, ep mo
 	cfg = append(cfg, g.k8sSD(m.Spec.NamespaceSelector, m.Namespace, role, mergeAttachMetadata(m.Spec.AttachMetadata, sc), roleSel))
 
 	var err error
-	if cfg, err = addDuration(cfg, "scrape_interval", ep.Interval); err != nil {
-		return nil, err
-	}
-	if cfg, err = addDuration(cfg, "scrape_timeout", ep.ScrapeTimeout); err != nil {
-		return nil, err
-	}
-	if ep.Path != "" {
-		cfg = append(cfg, item("metrics_path", ep.Path))
-	}
-	if ep.Params != nil {
-		cfg = append(cfg, item("params", sortedMap(ep.Params)))
-	}
-	if cfg, err = addScheme(cfg, ep.Scheme); err != nil {
-		return nil, err
-	}
-	cfg = addOptional(cfg, "follow_redirects", ep.FollowRedirects)
-	cfg = addOptional(cfg, "enable_http2", ep.EnableHTTP2)
-	if cfg, err = s.addProxy(cfg, ep.ProxyConfig); err != nil {
-		return nil, err
-	}
-	if cfg, err = s.addOAuth2(cfg, ep.OAuth2); err != nil {
+	if cfg, err = addEndpointScrape(cfg, ep.Interval, ep.ScrapeTimeout, ep.Path, ep.Params, ep.Scheme); err != nil {
 		return nil, err
 	}
 	t, err := s.fileTLS(ep.TLSConfig)
 	if err != nil {
 		return nil, err
 	}
-	cfg = addTLS(cfg, mergeTLS(t, sc))
-	//nolint:staticcheck // bearerTokenFile and bearerTokenSecret are deprecated but still honoured.
+	if cfg, err = s.addClient(cfg, &ep.HTTPConfigWithoutTLS, ep.ProxyConfig, t, sc); err != nil {
+		return nil, err
+	}
+	//nolint:staticcheck // bearerTokenFile is deprecated but still honoured.
 	if ep.BearerTokenFile != "" {
 		cfg = append(cfg, item("bearer_token_file", ep.BearerTokenFile))
 	}
-	//nolint:staticcheck // see above
-	if ep.BearerTokenSecret != nil && ep.BearerTokenSecret.Name != "" {
-		tok, err := s.secret(*ep.BearerTokenSecret)
-		if err != nil {
-			return nil, fmt.Errorf("bearerTokenSecret: %w", err)
-		}
-		cfg = append(cfg, item("bearer_token", tok))
-	}
-	if cfg, err = s.addBasicAuth(cfg, ep.BasicAuth); err != nil {
-		return nil, err
-	}
-	a, err := s.safeAuthz(ep.Authorization)
-	if err != nil {
-		return nil, err
-	}
-	cfg = addAuthz(cfg, mergeAuthz(a, sc))
 
 	rel := initRelabelings()
 	if !byRole {
@@ -161,30 +121,20 @@ func (g *generator) serviceMonitorEndpoint(m *monitoringv1.ServiceMonitor, ep mo
 			item("target_label", "job"), item("regex", "(.+)"), item("replacement", "${1}"),
 		})
 	}
-	switch {
-	case ep.Port != "":
-		rel = append(rel, yaml.MapSlice{item("target_label", "endpoint"), item("replacement", ep.Port)})
-	case ep.TargetPort != nil && ep.TargetPort.String() != "":
-		rel = append(rel, yaml.MapSlice{item("target_label", "endpoint"), item("replacement", ep.TargetPort.String())})
-	}
-	rel = append(rel, classRelabelings(sc.RelabelConfigs)...)
-	rel = append(rel, relabelings(ep.RelabelConfigs)...)
-	rel = g.enforceNamespace(rel, m.Namespace)
+	rel = append(rel, endpointLabel(&ep.Port, ep.TargetPort)...)
+	rel = g.endRelabelings(rel, sc, ep.RelabelConfigs, m.Namespace)
 	cfg = append(cfg, item("relabel_configs", rel))
 
 	if cfg, err = g.addLimits(cfg, limits{
 		sample: m.Spec.SampleLimit, target: m.Spec.TargetLimit, label: m.Spec.LabelLimit,
 		labelNameLength: m.Spec.LabelNameLengthLimit, labelValueLength: m.Spec.LabelValueLengthLimit,
-		keepDropped: m.Spec.KeepDroppedTargets,
+		keepDropped: m.Spec.KeepDroppedTargets, bodySize: m.Spec.BodySizeLimit,
 	}); err != nil {
 		return nil, err
 	}
 	cfg = addNativeHistograms(cfg, m.Spec.NativeHistogramConfig)
 	cfg = addScrapeProtocols(cfg, m.Spec.ScrapeProtocols, m.Spec.FallbackScrapeProtocol, sc)
 	cfg = addOptional(cfg, "extra_scrape_metrics", m.Spec.ExtraScrapeMetrics)
-	if cfg, err = g.addBodySizeLimit(cfg, m.Spec.BodySizeLimit); err != nil {
-		return nil, err
-	}
 	cfg = g.addMetricRelabelings(cfg, sc, ep.MetricRelabelConfigs, m.Namespace)
 	return cfg, nil
 }

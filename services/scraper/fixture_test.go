@@ -3,12 +3,9 @@ package scraper
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -16,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
@@ -25,7 +21,7 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/allot-dev/allot/pkg/embedded"
+	"github.com/allot-dev/allot/internal/testcluster"
 	"github.com/allot-dev/allot/pkg/events"
 	"github.com/allot-dev/allot/pkg/leases"
 )
@@ -58,42 +54,28 @@ metric_relabel_configs:
 // fixture is one allot pool in a test: embedded etcd and NATS, a catalog
 // publisher, an HTTP server serving every test target, and a sink.
 type fixture struct {
-	t    *testing.T
-	etcd *embedded.Etcd
-	cli  *clientv3.Client
-	nats *embedded.NATS
-	js   jetstream.JetStream
-	pub  *events.Publisher
-	srv  *httptest.Server
-	sink *recorder
-	ks   leases.Keyspace
-	job  events.Job
+	t       *testing.T
+	servers *testcluster.Cluster
+	cli     *clientv3.Client
+	js      jetstream.JetStream
+	pub     *events.Publisher
+	srv     *httptest.Server
+	sink    *recorder
+	ks      leases.Keyspace
+	job     events.Job
 }
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
-	dir := t.TempDir()
-	e, err := embedded.StartEtcd(embedded.EtcdConfig{Dir: filepath.Join(dir, "etcd")}, nil)
-	require.NoError(t, err)
-	t.Cleanup(e.Close)
-	cli, err := e.Client()
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = cli.Close() })
-	n, err := embedded.StartNATS(embedded.NATSConfig{Dir: filepath.Join(dir, "nats")}, nil)
-	require.NoError(t, err)
-	t.Cleanup(n.Close)
-	nc, err := nats.Connect(n.URL())
-	require.NoError(t, err)
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(t, err)
+	c := testcluster.Start(t)
+	js := c.JetStream()
 	pub, err := events.NewPublisher(context.Background(), js, events.Config{}, nil, nil)
 	require.NoError(t, err)
 	srv := httptest.NewServer(http.HandlerFunc(serveMetrics))
 	t.Cleanup(srv.Close)
 
 	f := &fixture{
-		t: t, etcd: e, cli: cli, nats: n, js: js, pub: pub, srv: srv,
+		t: t, servers: c, cli: c.Client, js: js, pub: pub, srv: srv,
 		sink: &recorder{},
 		ks:   leases.NewKeyspace("/test/"),
 		job:  events.NewJob(testJob, testJobConfig),
@@ -185,12 +167,8 @@ type running struct {
 // start starts scraper id with lease TTL ttl.
 func (f *fixture) start(id string, ttl time.Duration) *running {
 	f.t.Helper()
-	cli, err := f.etcd.Client()
-	require.NoError(f.t, err)
-	nc, err := nats.Connect(f.nats.URL())
-	require.NoError(f.t, err)
-	js, err := jetstream.New(nc)
-	require.NoError(f.t, err)
+	cli := f.servers.EtcdClient()
+	js := f.servers.JetStream()
 	reg := prometheus.NewRegistry()
 	s, err := New(Config{
 		ID:           id,
@@ -198,16 +176,12 @@ func (f *fixture) start(id string, ttl time.Duration) *running {
 		Keyspace:     f.ks,
 		Session:      leases.SessionConfig{TTL: ttl},
 		LoadInterval: time.Second,
-	}, cli, js, f.sink.For(id), reg, testLogger())
+	}, cli, js, f.sink.For(id), reg, testcluster.Logger())
 	require.NoError(f.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{f: f, s: s, reg: reg, cancel: cancel, done: make(chan error, 1)}
 	go func() { r.done <- s.Run(ctx) }()
-	f.t.Cleanup(func() {
-		r.stop()
-		nc.Close()
-		_ = cli.Close()
-	})
+	f.t.Cleanup(r.stop)
 	return r
 }
 
@@ -269,13 +243,6 @@ func metricValue(m *dto.Metric) float64 {
 		return m.Gauge.GetValue()
 	}
 	return 0
-}
-
-func testLogger() *slog.Logger {
-	if os.Getenv("ALLOT_TEST_LOG") == "" {
-		return nil
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // observe lets the pool run for d: a measurement window, not a wait for a

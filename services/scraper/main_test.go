@@ -1,52 +1,14 @@
 package scraper
 
 import (
-	"fmt"
-	"os"
-	"runtime"
-	"strings"
 	"testing"
-	"time"
+
+	"github.com/allot-dev/allot/internal/testcluster"
 )
 
 // TestMain fails the package if a goroutine of a Scraper or of its scrape
 // manager outlives the tests: Run must end everything it started. The
 // embedded servers' goroutines are not checked; they are not ours.
 func TestMain(m *testing.M) {
-	code := m.Run()
-	if code == 0 {
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			leaked := leakedGoroutines()
-			if len(leaked) == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				fmt.Fprintf(os.Stderr, "leaked goroutines:\n\n%s\n", strings.Join(leaked, "\n\n"))
-				code = 1
-				break
-			}
-			time.Sleep(50 * time.Millisecond) // polling for goroutines to exit
-		}
-	}
-	os.Exit(code)
-}
-
-func leakedGoroutines() []string {
-	buf := make([]byte, 1<<20)
-	for {
-		n := runtime.Stack(buf, true)
-		if n < len(buf) {
-			buf = buf[:n]
-			break
-		}
-		buf = make([]byte, 2*len(buf))
-	}
-	var out []string
-	for _, g := range strings.Split(string(buf), "\n\n") {
-		if strings.Contains(g, "services/scraper.(*Scraper)") || strings.Contains(g, "prometheus/prometheus/scrape.") {
-			out = append(out, g)
-		}
-	}
-	return out
+	testcluster.VerifyTestMain(m, "services/scraper.(*Scraper)", "prometheus/prometheus/scrape.")
 }

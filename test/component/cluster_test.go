@@ -3,12 +3,9 @@ package component
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -23,7 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
-	"github.com/allot-dev/allot/pkg/embedded"
+	"github.com/allot-dev/allot/internal/testcluster"
 	"github.com/allot-dev/allot/pkg/events"
 	"github.com/allot-dev/allot/pkg/leases"
 	"github.com/allot-dev/allot/pkg/otlp"
@@ -55,18 +52,17 @@ scrape_timeout: 1s
 // publisher, an HTTP server serving every test target, the sink every
 // scraper exports to and the ledger that says which scraper sent what.
 type cluster struct {
-	t      testing.TB
-	etcd   *embedded.Etcd
-	cli    *clientv3.Client // the test's own client, never closed early
-	nats   *embedded.NATS
-	js     jetstream.JetStream
-	pub    *events.Publisher
-	ks     leases.Keyspace
-	srv    *httptest.Server
-	host   string
-	job    events.Job
-	sink   *sink.Sink
-	ledger *ledger
+	t       testing.TB
+	servers *testcluster.Cluster
+	cli     *clientv3.Client // the test's own client, never closed early
+	js      jetstream.JetStream
+	pub     *events.Publisher
+	ks      leases.Keyspace
+	srv     *httptest.Server
+	host    string
+	job     events.Job
+	sink    *sink.Sink
+	ledger  *ledger
 
 	mu        sync.Mutex
 	instances map[string]string // target id -> instance label
@@ -74,18 +70,9 @@ type cluster struct {
 
 func newCluster(t testing.TB) *cluster {
 	t.Helper()
-	dir := t.TempDir()
-	e, err := embedded.StartEtcd(embedded.EtcdConfig{Dir: filepath.Join(dir, "etcd")}, nil)
-	require.NoError(t, err)
-	t.Cleanup(e.Close)
-	cli, err := e.Client()
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = cli.Close() })
-	n, err := embedded.StartNATS(embedded.NATSConfig{Dir: filepath.Join(dir, "nats")}, nil)
-	require.NoError(t, err)
-	t.Cleanup(n.Close)
+	tc := testcluster.Start(t)
 	c := &cluster{
-		t: t, etcd: e, cli: cli, nats: n,
+		t: t, servers: tc, cli: tc.Client,
 		ks:        leases.NewKeyspace("/component/"),
 		job:       events.NewJob(job, jobConfig),
 		sink:      sink.New(0),
@@ -93,6 +80,7 @@ func newCluster(t testing.TB) *cluster {
 		instances: map[string]string{},
 	}
 	c.js = c.jetStream()
+	var err error
 	c.pub, err = events.NewPublisher(context.Background(), c.js, events.Config{}, nil, nil)
 	require.NoError(t, err)
 	c.srv = httptest.NewServer(newTargets())
@@ -103,24 +91,11 @@ func newCluster(t testing.TB) *cluster {
 	return c
 }
 
-// etcdClient is a new client of its own, closed at the end of the test.
-func (c *cluster) etcdClient() *clientv3.Client {
-	c.t.Helper()
-	cli, err := c.etcd.Client()
-	require.NoError(c.t, err)
-	c.t.Cleanup(func() { _ = cli.Close() })
-	return cli
-}
-
-// jetStream is a new NATS connection of its own, closed at the end of the test.
+// jetStream is a new NATS connection of its own, closed at the end of the
+// test. It reconnects without end, and quickly.
 func (c *cluster) jetStream() jetstream.JetStream {
 	c.t.Helper()
-	nc, err := nats.Connect(c.nats.URL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	require.NoError(c.t, err)
-	c.t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	require.NoError(c.t, err)
-	return js
+	return c.servers.JetStream(nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 }
 
 // target is the catalog entry of test target name, with the labels a
@@ -261,7 +236,7 @@ func (c *cluster) startScraper(id string) *member {
 // unless cfg has them.
 func (c *cluster) startScraperWith(cfg scraper.Config, next otlp.Consumer) *member {
 	c.t.Helper()
-	cli := c.etcdClient()
+	cli := c.servers.EtcdClient()
 	reg := prometheus.NewRegistry()
 	cfg.Addr = "test:" + cfg.ID
 	cfg.Keyspace = c.ks
@@ -272,8 +247,8 @@ func (c *cluster) startScraperWith(cfg scraper.Config, next otlp.Consumer) *memb
 		cfg.LoadInterval = time.Second
 	}
 	cfg.ScrapeOptions = otlp.ScrapeOptions
-	app := otlp.NewAppendable(next, otlp.Options{}, nil, testLogger())
-	s, err := scraper.New(cfg, cli, c.jetStream(), app, reg, testLogger())
+	app := otlp.NewAppendable(next, otlp.Options{}, nil, testcluster.Logger())
+	s, err := scraper.New(cfg, cli, c.jetStream(), app, reg, testcluster.Logger())
 	require.NoError(c.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	m := &member{c: c, s: s, cli: cli, reg: reg, cancel: cancel, done: make(chan error, 1)}
@@ -370,7 +345,7 @@ func (c *cluster) startRebalancer(id string) (*rebalancer.Rebalancer, func()) {
 		Keyspace: c.ks,
 		Session:  leases.SessionConfig{TTL: ttl},
 		Interval: time.Second,
-	}, c.etcdClient(), nil, testLogger())
+	}, c.servers.EtcdClient(), nil, testcluster.Logger())
 	require.NoError(c.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -408,13 +383,6 @@ func waitFor(t testing.TB, timeout time.Duration, cond func() (bool, string)) {
 		}
 		<-tick.C
 	}
-}
-
-func testLogger() *slog.Logger {
-	if os.Getenv("ALLOT_TEST_LOG") == "" {
-		return nil
-	}
-	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 }
 
 // targets serves every test target: /t/<name>/metrics answers with a

@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/allot-dev/allot/internal/testcluster"
 	"github.com/allot-dev/allot/pkg/events"
 	"github.com/allot-dev/allot/services/discoverer"
 )
@@ -144,9 +145,9 @@ type discovering struct {
 
 func (c *cluster) startDiscoverer(id string, cfg *config.Config) *discovering {
 	c.t.Helper()
-	cli := c.etcdClient()
+	cli := c.servers.EtcdClient()
 	reg := prometheus.NewRegistry()
-	d, err := discoverer.New(discoverer.Config{ID: id, Keyspace: c.ks, ElectionTTL: ttl}, cli, c.jetStream(), reg, testLogger())
+	d, err := discoverer.New(discoverer.Config{ID: id, Keyspace: c.ks, ElectionTTL: ttl}, cli, c.jetStream(), reg, testcluster.Logger())
 	require.NoError(c.t, err)
 	require.NoError(c.t, d.ApplyConfig(cfg))
 	ctx, cancel := context.WithCancel(context.Background())
