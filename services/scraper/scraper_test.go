@@ -56,6 +56,9 @@ func TestPool(t *testing.T) {
 						// metric_relabel_configs.
 						require.Equal(t, 7, st.Series)
 						require.Equal(t, id, st.Scraper)
+						require.NotEmpty(t, st.DiscoveredLabels["__address__"])
+						require.NotContains(t, st.DiscoveredLabels, phaseLabel, "bookkeeping labels are not discovered")
+						require.NotContains(t, st.DiscoveredLabels, targetIDLabel, "bookkeeping labels are not discovered")
 						per[id]++
 					}
 				}

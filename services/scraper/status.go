@@ -106,6 +106,9 @@ func (s *Scraper) status(id, job string, t *scrape.Target, lb *labels.Builder) T
 		ScrapeInterval:     intervalOf(t.GetValue(model.ScrapeIntervalLabel)),
 		Scraper:            s.cfg.ID,
 	}
+	// allot's own bookkeeping labels are not something discovery found.
+	delete(st.DiscoveredLabels, targetIDLabel)
+	delete(st.DiscoveredLabels, phaseLabel)
 	if err := t.LastError(); err != nil {
 		st.LastError = err.Error()
 	}
