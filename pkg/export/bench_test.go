@@ -141,7 +141,7 @@ func BenchmarkEncodeOTLPHTTP(b *testing.B) {
 			b.Fatal(err)
 		}
 		buf := c.buffer()
-		body, err := gzipTo(buf, &c.zws, raw)
+		body, err := gzipTo(buf, &c.zws, [][]byte{raw})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -61,7 +61,8 @@ func (s *Set) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error {
 }
 
 // encodedExporter is an exporter that takes encoded scrapes (the pipeline
-// exporters; the OTLP ones send them as they are).
+// exporters; the OTLP ones send them as they are). ConsumeEncoded does not
+// retain req (otlp.EncodedConsumer).
 type encodedExporter interface {
 	AcceptsEncoded() bool
 	ConsumeEncoded(ctx context.Context, req []byte, points int) error
@@ -81,7 +82,9 @@ func (s *Set) AcceptsEncoded() bool {
 
 // ConsumeEncoded hands an encoded scrape to every exporter: the same bytes
 // to those that take them, decoded pdata (once, copied as ConsumeMetrics
-// does) to the others.
+// does) to the others. req is only read before this returns: each exporter
+// queues a copy of its own (in its own pooled buffer), so none can recycle
+// memory another still sends, and the appender can reuse req.
 func (s *Set) ConsumeEncoded(ctx context.Context, req []byte, points int) error {
 	var errs []error
 	var rest []Exporter

@@ -1,6 +1,7 @@
 package export
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -146,9 +147,9 @@ type otlpGRPCClient struct {
 const exportMethod = "/opentelemetry.proto.collector.metrics.v1.MetricsService/Export"
 
 // sendEncoded calls Export with an encoded request, as it is (rawCodec).
-func (c *otlpGRPCClient) sendEncoded(ctx context.Context, req []byte) error {
+func (c *otlpGRPCClient) sendEncoded(ctx context.Context, parts []*buf) error {
 	resp := pmetricotlp.NewExportResponse()
-	if err := c.conn.Invoke(ctx, exportMethod, rawRequest(req), &resp, c.callOpts...); err != nil {
+	if err := c.conn.Invoke(ctx, exportMethod, rawRequest(parts), &resp, c.callOpts...); err != nil {
 		return classifyGRPC(err)
 	}
 	if n := resp.PartialSuccess().RejectedDataPoints(); n > 0 {
@@ -159,8 +160,9 @@ func (c *otlpGRPCClient) sendEncoded(ctx context.Context, req []byte) error {
 
 func (c *otlpGRPCClient) close() error { return c.conn.Close() }
 
-// rawRequest is an encoded ExportMetricsServiceRequest.
-type rawRequest []byte
+// rawRequest is an encoded ExportMetricsServiceRequest: the concatenation
+// of its parts.
+type rawRequest []*buf
 
 // rawCodec is the "proto" codec for one call: it sends a rawRequest as it
 // is and decodes the response with pdata, so that encoded scrapes go out
@@ -169,13 +171,39 @@ type rawCodec struct{}
 
 func (rawCodec) Name() string { return "proto" }
 
+// Marshal hands the parts to gRPC without copying them. gRPC's transport
+// writes them from its own goroutine and may still hold them when Invoke
+// returns (a deadline while the frames wait for flow control, a retry
+// buffer), then frees them: each part goes as a counted mem.Buffer that
+// holds a reference to the buf, dropped by that free, so the pipeline's
+// release after the send does not hand the bytes to another scrape early.
 func (rawCodec) Marshal(v any) (mem.BufferSlice, error) {
 	req, ok := v.(rawRequest)
 	if !ok {
 		return nil, fmt.Errorf("otlp grpc: cannot marshal %T", v)
 	}
-	return mem.BufferSlice{mem.SliceBuffer(req)}, nil
+	out := make(mem.BufferSlice, len(req))
+	for i, b := range req {
+		if mem.IsBelowBufferPoolingThreshold(cap(b.b)) {
+			// gRPC would not free it (a plain slice): a copy is as cheap.
+			out[i] = mem.SliceBuffer(bytes.Clone(b.b))
+			continue
+		}
+		b.ref()
+		out[i] = mem.NewBuffer(&b.b, (*grpcRef)(b))
+	}
+	return out, nil
 }
+
+// grpcRef is a buf as the mem.BufferPool of the mem.Buffer gRPC gets:
+// freeing that buffer releases the reference Marshal took.
+type grpcRef buf
+
+// Get is not called: mem.NewBuffer only puts back.
+func (*grpcRef) Get(n int) *[]byte { b := make([]byte, n); return &b }
+
+// Put releases the reference.
+func (r *grpcRef) Put(*[]byte) { (*buf)(r).release() }
 
 func (rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	resp, ok := v.(*pmetricotlp.ExportResponse)

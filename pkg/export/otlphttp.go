@@ -3,6 +3,7 @@ package export
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -169,21 +170,29 @@ type otlpHTTPClient struct {
 	zws  sync.Pool // *gzip.Writer
 }
 
-// sendEncoded posts an encoded ExportMetricsServiceRequest.
-func (c *otlpHTTPClient) sendEncoded(ctx context.Context, raw []byte) error {
-	body := raw
-	var err error
+// sendEncoded posts an encoded ExportMetricsServiceRequest made of parts.
+func (c *otlpHTTPClient) sendEncoded(ctx context.Context, parts []*buf) error {
+	body := bytesOf(parts)
 	if c.gzip {
 		buf := c.buffer()
-		defer c.bufs.Put(buf)
-		if body, err = gzipTo(buf, &c.zws, raw); err != nil {
+		defer c.bufs.Put(buf) // after the body is closed (deferred below)
+		z, err := gzipTo(buf, &c.zws, body)
+		if err != nil {
 			return permanent(err, "marshal")
 		}
+		body = [][]byte{z}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(body))
+	rb := newReusedBody(body)
+	// net/http may read a request body after Do returned (a response that
+	// came before the body was written: an early 4xx/5xx); the parts (and
+	// the gzip buffer) are reused once this returns, so it must not.
+	defer rb.close()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, rb.reader())
 	if err != nil {
 		return permanent(err, "request")
 	}
+	req.ContentLength = rb.size
+	req.GetBody = func() (io.ReadCloser, error) { return rb.reader(), nil }
 	if err := c.cfg.setHeaders(req); err != nil {
 		return err
 	}
@@ -196,13 +205,13 @@ func (c *otlpHTTPClient) sendEncoded(ctx context.Context, raw []byte) error {
 		return fmt.Errorf("post %s: %w", c.url, err)
 	}
 	defer resp.Body.Close()
-	rb, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	respBody, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 != 2 {
-		return classifyHTTP(resp, rb)
+		return classifyHTTP(resp, respBody)
 	}
-	if len(rb) > 0 && strings.HasPrefix(resp.Header.Get("Content-Type"), "application/x-protobuf") {
+	if len(respBody) > 0 && strings.HasPrefix(resp.Header.Get("Content-Type"), "application/x-protobuf") {
 		er := pmetricotlp.NewExportResponse()
-		if er.UnmarshalProto(rb) == nil {
+		if er.UnmarshalProto(respBody) == nil {
 			if n := er.PartialSuccess().RejectedDataPoints(); n > 0 {
 				return partialSuccess(n, er.PartialSuccess().ErrorMessage())
 			}
@@ -211,6 +220,66 @@ func (c *otlpHTTPClient) sendEncoded(ctx context.Context, raw []byte) error {
 	return nil
 }
 
+// errBodyReused is what a request body reads once its sender returned.
+var errBodyReused = errors.New("otlp http: request body read after the request ended")
+
+// reusedBody is a request body over memory that is reused once the request
+// ends: close, at the end of the request, makes every later read fail
+// instead of reading what the memory holds by then.
+type reusedBody struct {
+	mu     sync.Mutex
+	parts  [][]byte
+	size   int64
+	closed bool
+}
+
+func newReusedBody(parts [][]byte) *reusedBody {
+	rb := &reusedBody{parts: parts}
+	for _, p := range parts {
+		rb.size += int64(len(p))
+	}
+	return rb
+}
+
+// reader returns a reader of the whole body (a retry by the transport
+// calls GetBody for a new one).
+func (rb *reusedBody) reader() io.ReadCloser { return &reusedBodyReader{rb: rb} }
+
+func (rb *reusedBody) close() {
+	rb.mu.Lock()
+	rb.closed = true
+	rb.parts = nil
+	rb.mu.Unlock()
+}
+
+type reusedBodyReader struct {
+	rb        *reusedBody
+	part, off int
+}
+
+func (r *reusedBodyReader) Read(p []byte) (int, error) {
+	r.rb.mu.Lock()
+	defer r.rb.mu.Unlock()
+	if r.rb.closed {
+		return 0, errBodyReused
+	}
+	n := 0
+	for n < len(p) && r.part < len(r.rb.parts) {
+		c := copy(p[n:], r.rb.parts[r.part][r.off:])
+		n += c
+		r.off += c
+		if r.off == len(r.rb.parts[r.part]) {
+			r.part, r.off = r.part+1, 0
+		}
+	}
+	if n == 0 && r.part == len(r.rb.parts) {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (r *reusedBodyReader) Close() error { return nil }
+
 func (c *otlpHTTPClient) buffer() *bytes.Buffer {
 	if buf, ok := c.bufs.Get().(*bytes.Buffer); ok {
 		return buf
@@ -218,8 +287,9 @@ func (c *otlpHTTPClient) buffer() *bytes.Buffer {
 	return new(bytes.Buffer)
 }
 
-// gzipTo compresses raw into buf with a pooled writer.
-func gzipTo(buf *bytes.Buffer, pool *sync.Pool, raw []byte) ([]byte, error) {
+// gzipTo compresses the concatenation of parts into buf with a pooled
+// writer.
+func gzipTo(buf *bytes.Buffer, pool *sync.Pool, parts [][]byte) ([]byte, error) {
 	buf.Reset()
 	zw, _ := pool.Get().(*gzip.Writer)
 	if zw == nil {
@@ -228,8 +298,10 @@ func gzipTo(buf *bytes.Buffer, pool *sync.Pool, raw []byte) ([]byte, error) {
 		zw.Reset(buf)
 	}
 	defer pool.Put(zw)
-	if _, err := zw.Write(raw); err != nil {
-		return nil, fmt.Errorf("gzip: %w", err)
+	for _, p := range parts {
+		if _, err := zw.Write(p); err != nil {
+			return nil, fmt.Errorf("gzip: %w", err)
+		}
 	}
 	if err := zw.Close(); err != nil {
 		return nil, fmt.Errorf("gzip: %w", err)

@@ -29,7 +29,11 @@ type metricsClient interface {
 // is: encoded scrapes are concatenated, not decoded.
 type encodedClient interface {
 	client
-	sendEncoded(ctx context.Context, req []byte) error
+	// sendEncoded sends the concatenation of parts (encoded scrapes) as
+	// one request. The parts go back to the pool once it returns, so it
+	// must not read them after that, unless it took a reference (buf.ref)
+	// that it releases when it is done.
+	sendEncoded(ctx context.Context, parts []*buf) error
 }
 
 // BatchConfig bounds a request: the sender sends once MaxPoints data points
@@ -157,7 +161,9 @@ func (p *pipeline) AcceptsEncoded() bool {
 }
 
 // ConsumeEncoded queues a scrape encoded as an OTLP request with points data
-// points; req is not modified. It fails at once when the queue is full.
+// points. The queue copies req (into a pooled buffer, or to disk): req is
+// the caller's again once it returns (otlp.EncodedConsumer). It fails at
+// once when the queue is full.
 func (p *pipeline) ConsumeEncoded(_ context.Context, req []byte, points int) error {
 	if p.closing.Load() {
 		return ErrShutdown
@@ -211,6 +217,7 @@ func (p *pipeline) run() {
 			p.m.dropped("marshal", points)
 			p.drops.note(p.logger, "marshal", err)
 			_ = p.q.ack(last)
+			release(batch)
 			continue
 		}
 		if !p.deliver(payload, points) {
@@ -222,13 +229,24 @@ func (p *pipeline) run() {
 				_ = p.q.ack(last)
 				p.dropRest()
 			}
+			release(batch)
 			p.m.queueLength.Set(float64(p.q.len()))
 			return
 		}
 		if err := p.q.ack(last); err != nil {
 			p.logger.Error("ack queue", "err", err)
 		}
+		// Sent, dropped for good, or acked on disk: the bytes are free (a
+		// transport still reading them holds its own reference).
+		release(batch)
 		p.m.queueLength.Set(float64(p.q.len()))
+	}
+}
+
+// release gives the encoded bytes of a batch back to the pool.
+func release(batch []item) {
+	for _, it := range batch {
+		it.release()
 	}
 }
 
@@ -253,24 +271,21 @@ func (p *pipeline) gather(first item) ([]item, item, int) {
 	return batch, last, points
 }
 
-// payload is a batch the way the client sends it: encoded scrapes
-// concatenated (pdata ones marshalled) for an encodedClient, else pdata
-// (encoded ones decoded), merged.
+// payload is a batch the way the client sends it: encoded scrapes (pdata
+// ones marshalled) for an encodedClient, which sends them one after the
+// other (repeated resource_metrics fields: encodings concatenate), else
+// pdata (encoded ones decoded), merged.
 func (p *pipeline) payload(batch []item) (any, error) {
 	if _, ok := p.c.(encodedClient); ok {
-		if len(batch) == 1 {
-			return batch[0].encoded()
-		}
-		var req []byte
-		for _, it := range batch {
+		parts := make([]*buf, len(batch))
+		for i, it := range batch {
 			raw, err := it.encoded()
 			if err != nil {
 				return nil, err
 			}
-			// Repeated resource_metrics fields: encodings concatenate.
-			req = append(req, raw...)
+			parts[i] = raw
 		}
-		return req, nil
+		return parts, nil
 	}
 	md, err := batch[0].metrics()
 	if err != nil {
@@ -289,7 +304,7 @@ func (p *pipeline) payload(batch []item) (any, error) {
 // send hands a payload to the client.
 func (p *pipeline) send(ctx context.Context, payload any) error {
 	switch v := payload.(type) {
-	case []byte:
+	case []*buf:
 		return p.c.(encodedClient).sendEncoded(ctx, v)
 	case pmetric.Metrics:
 		return p.c.(metricsClient).send(ctx, v)
@@ -365,6 +380,7 @@ func (p *pipeline) dropRest() {
 		}
 		p.m.dropped(reasonShutdown, it.points)
 		_ = p.q.ack(it)
+		it.release()
 	}
 }
 

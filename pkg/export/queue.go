@@ -16,9 +16,11 @@ type queue interface {
 	// put adds md or fails with ErrQueueFull.
 	put(md pmetric.Metrics) error
 	// putEncoded adds a scrape encoded as an OTLP request (see
-	// otlp.EncodedConsumer) with points data points, or fails like put.
+	// otlp.EncodedConsumer) with points data points, or fails like put. It
+	// does not retain req: it copies it or writes it out.
 	putEncoded(req []byte, points int) error
-	// get waits for the oldest unacked item not handed out yet.
+	// get waits for the oldest unacked item not handed out yet. The item's
+	// encoded bytes are the caller's to release, after ack.
 	get(ctx context.Context) (item, error)
 	// ack removes every item up to and including it.
 	ack(it item) error
@@ -29,28 +31,31 @@ type queue interface {
 }
 
 // item is one queued scrape: pdata, or encoded as the protobuf of an
-// ExportMetricsServiceRequest (raw; never modified, it may be shared).
+// ExportMetricsServiceRequest (raw, a pooled buffer only this item refers
+// to: released once the item is sent or dropped).
 type item struct {
 	md     pmetric.Metrics
-	raw    []byte
+	raw    *buf
 	points int
 	seq    uint64
 }
 
-// metrics returns the item as pdata, decoding it if it is encoded.
+// metrics returns the item as pdata, decoding it if it is encoded (the
+// decoded pdata copies what it keeps of the bytes).
 func (it item) metrics() (pmetric.Metrics, error) {
 	if it.raw == nil {
 		return it.md, nil
 	}
-	md, err := (&pmetric.ProtoUnmarshaler{}).UnmarshalMetrics(it.raw)
+	md, err := (&pmetric.ProtoUnmarshaler{}).UnmarshalMetrics(it.raw.b)
 	if err != nil {
 		return pmetric.Metrics{}, fmt.Errorf("decode queued scrape: %w", err)
 	}
 	return md, nil
 }
 
-// encoded returns the item encoded, marshalling it if it is pdata.
-func (it item) encoded() ([]byte, error) {
+// encoded returns the item encoded, marshalling it if it is pdata. The
+// buf is the item's own, not another reference.
+func (it item) encoded() (*buf, error) {
 	if it.raw != nil {
 		return it.raw, nil
 	}
@@ -58,7 +63,14 @@ func (it item) encoded() ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode queued scrape: %w", err)
 	}
-	return raw, nil
+	return ownedBuf(raw), nil
+}
+
+// release gives the item's encoded bytes back to the pool.
+func (it item) release() {
+	if it.raw != nil {
+		it.raw.release()
+	}
 }
 
 // memQueue is a bounded in-memory FIFO.
@@ -79,8 +91,14 @@ func (q *memQueue) put(md pmetric.Metrics) error {
 	return q.add(item{md: md, points: md.DataPointCount()})
 }
 
+// putEncoded queues a pooled copy of req.
 func (q *memQueue) putEncoded(req []byte, points int) error {
-	return q.add(item{raw: req, points: points})
+	b := copyBuf(req)
+	if err := q.add(item{raw: b, points: points}); err != nil {
+		b.release()
+		return err
+	}
+	return nil
 }
 
 func (q *memQueue) add(it item) error {

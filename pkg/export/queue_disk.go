@@ -65,6 +65,9 @@ type diskQueue struct {
 	segs     []diskSeg // oldest first; the last is active
 	notEmpty chan struct{}
 	closed   bool
+	// wbuf is the record being written, reused: put is on the scrape
+	// path, and a record is as large as a scrape.
+	wbuf []byte
 }
 
 type diskRec struct {
@@ -139,6 +142,7 @@ func (q *diskQueue) scan(path string, first, acked uint64, last bool) (diskSeg, 
 	defer f.Close()
 	var off int64
 	hdr := make([]byte, recHeader)
+	var payload []byte // reused: the decoded pdata copies what it keeps
 	for {
 		if _, err := io.ReadFull(f, hdr); err != nil {
 			break
@@ -146,7 +150,7 @@ func (q *diskQueue) scan(path string, first, acked uint64, last bool) (diskSeg, 
 		n := binary.LittleEndian.Uint32(hdr[0:])
 		sum := binary.LittleEndian.Uint32(hdr[4:])
 		seq := binary.LittleEndian.Uint64(hdr[8:])
-		payload := make([]byte, n)
+		payload = slices.Grow(payload[:0], int(n))[:n]
 		if _, err := io.ReadFull(f, payload); err != nil || crc32.Checksum(payload, crcTable) != sum {
 			break
 		}
@@ -218,6 +222,7 @@ func (q *diskQueue) put(md pmetric.Metrics) error {
 
 // putEncoded writes an encoded scrape as it is: a record's payload is a
 // MetricsData, which is the same encoding as an ExportMetricsServiceRequest.
+// The payload is written before it returns, so it is not retained.
 func (q *diskQueue) putEncoded(payload []byte, points int) error {
 	q.mu.Lock()
 	if q.closed {
@@ -235,11 +240,13 @@ func (q *diskQueue) putEncoded(payload []byte, points int) error {
 		}
 	}
 	seq := q.nextSeq
-	buf := make([]byte, recHeader+len(payload))
+	// One write per record, so that a crash tears at most the last one.
+	buf := slices.Grow(q.wbuf[:0], recHeader+len(payload))[:recHeader]
 	binary.LittleEndian.PutUint32(buf[0:], uint32(len(payload)))
 	binary.LittleEndian.PutUint32(buf[4:], crc32.Checksum(payload, crcTable))
 	binary.LittleEndian.PutUint64(buf[8:], seq)
-	copy(buf[recHeader:], payload)
+	buf = append(buf, payload...)
+	q.wbuf = buf
 	if _, err := q.active.Write(buf); err != nil {
 		q.mu.Unlock()
 		return fmt.Errorf("queue: write: %w", err)
@@ -291,18 +298,19 @@ func (q *diskQueue) segPath(first uint64) string {
 	return filepath.Join(q.dir, fmt.Sprintf("seg-%020d", first))
 }
 
-// readRecord reads the payload of r.
-func readRecord(path string, r diskRec) ([]byte, error) {
+// readRecord reads the payload of r into a pooled buffer.
+func readRecord(path string, r diskRec) (*buf, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	buf := make([]byte, r.n)
-	if _, err := f.ReadAt(buf, r.off); err != nil {
+	b := getBuf(r.n)
+	if _, err := f.ReadAt(b.b, r.off); err != nil {
+		b.release()
 		return nil, err
 	}
-	return buf, nil
+	return b, nil
 }
 
 func (q *diskQueue) ack(it item) error {

@@ -43,8 +43,14 @@ type EncodedConsumer interface {
 	// an ExportMetricsServiceRequest (the same bytes as a MetricsData):
 	// resource_metrics fields only, so the encodings of several scrapes
 	// concatenate into one request. points is its number of data points.
-	// The consumer owns req after the call but must not modify it: it may
-	// hand the same bytes to several exporters. Called like ConsumeMetrics.
+	// Called like ConsumeMetrics.
+	//
+	// req belongs to the caller, as p does in io.Writer.Write: the consumer
+	// must not modify it, nor retain it or any part of it after returning,
+	// and copies what it queues. The appender writes the next scrape into
+	// the same memory, so that an encoded scrape allocates nothing; a
+	// consumer that kept req would send another scrape's bytes (and race
+	// with the scrape loop).
 	ConsumeEncoded(ctx context.Context, req []byte, points int) error
 }
 

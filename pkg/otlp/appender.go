@@ -67,8 +67,9 @@ type appender struct {
 	log    []logRec
 	pend   []pendStart
 	points int
-	frame  []byte   // assemble's framing bytes
-	parts  [][]byte // assemble's parts of the request
+	out    []byte // the encoded request; reused, see EncodedConsumer
+	// s is the scratch the slices came from, and go back to.
+	s *scratch
 
 	// Scratch space reused across Append calls.
 	cur        sampleLabels
@@ -120,8 +121,7 @@ type scratch struct {
 	fams        []*famEnc
 	log         []logRec
 	pend        []pendStart
-	frame       []byte
-	parts       [][]byte
+	out         []byte
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -132,7 +132,7 @@ func newAppender(ctx context.Context, a *Appendable, ts *targetState) *appender 
 	ap := &appender{
 		ctx: ctx, a: a, ts: ts, target: t,
 		pending: s.pending, pendingDist: s.pendingDist, attrs: s.attrs, scopeAttrs: s.scopeAttrs, hbuf: s.hbuf,
-		fams: s.fams, log: s.log, pend: s.pend, frame: s.frame, parts: s.parts,
+		fams: s.fams, log: s.log, pend: s.pend, out: s.out, s: s,
 	}
 	// Scrapes of one target do not overlap, except while a reloaded
 	// target's old loop ends: the later appender then goes without the
@@ -158,17 +158,20 @@ func (ap *appender) release() {
 	clear(ap.attrs)
 	clear(ap.scopeAttrs)
 	clear(ap.fams)
-	clear(ap.pend) // ap.log holds no pointers
-	clear(ap.parts)
-	scratchPool.Put(&scratch{
+	clear(ap.pend) // ap.log and ap.out hold no pointers
+	// The same scratch goes back (no allocation per scrape), with the
+	// slices as they grew.
+	*ap.s = scratch{
 		pending: ap.pending[:0], pendingDist: ap.pendingDist[:0],
 		attrs: ap.attrs[:0], scopeAttrs: ap.scopeAttrs[:0], hbuf: ap.hbuf[:0],
 		fams: ap.fams[:0], log: ap.log[:0], pend: ap.pend[:0],
-		frame: ap.frame[:0], parts: ap.parts[:0],
-	})
+		out: ap.out[:0],
+	}
+	scratchPool.Put(ap.s)
+	ap.s = nil
 	ap.pending, ap.pendingDist, ap.attrs, ap.scopeAttrs, ap.hbuf = nil, nil, nil, nil, nil
 	ap.fams, ap.log, ap.pend, ap.res = nil, nil, nil, nil
-	ap.frame, ap.parts = nil, nil
+	ap.out = nil
 	if ap.tab != nil {
 		ap.tab.sweep()
 		ap.tab.mu.Unlock()

@@ -228,7 +228,10 @@ func (nopAppender) Rollback() error { return nil }
 // encodingConsumer encodes every scrape as the OTLP/HTTP exporter would
 // (protobuf, and gzip unless noGzip: --otlp.compression=none) and drops
 // it. Scrape loops call it concurrently. It takes encoded scrapes (then only
-// gzip is left to do) unless pdataOnly.
+// gzip is left to do) unless pdataOnly; an encoded scrape is copied first,
+// as the exporter's queue copies it (req is the appender's, see
+// EncodedConsumer), into a buffer that is reused as the exporter's pooled
+// ones are.
 type encodingConsumer struct {
 	pool      sync.Pool // *encoder
 	pdataOnly bool
@@ -236,6 +239,7 @@ type encodingConsumer struct {
 }
 
 type encoder struct {
+	raw []byte // the copy of an encoded scrape
 	buf bytes.Buffer
 	zw  *gzip.Writer
 }
@@ -251,19 +255,31 @@ func (e *encodingConsumer) ConsumeMetrics(_ context.Context, md pmetric.Metrics)
 }
 
 func (e *encodingConsumer) ConsumeEncoded(_ context.Context, req []byte, _ int) error {
-	return e.gzip(req)
+	enc := e.encoder()
+	defer e.pool.Put(enc)
+	enc.raw = append(enc.raw[:0], req...)
+	return e.gzipWith(enc, enc.raw)
 }
 
 func (e *encodingConsumer) gzip(raw []byte) error {
-	if e.noGzip {
-		return nil
-	}
+	enc := e.encoder()
+	defer e.pool.Put(enc)
+	return e.gzipWith(enc, raw)
+}
+
+func (e *encodingConsumer) encoder() *encoder {
 	enc, _ := e.pool.Get().(*encoder)
 	if enc == nil {
 		enc = &encoder{}
 		enc.zw, _ = gzip.NewWriterLevel(&enc.buf, gzip.BestSpeed)
 	}
-	defer e.pool.Put(enc)
+	return enc
+}
+
+func (e *encodingConsumer) gzipWith(enc *encoder, raw []byte) error {
+	if e.noGzip {
+		return nil
+	}
 	enc.buf.Reset()
 	enc.zw.Reset(&enc.buf)
 	_, _ = enc.zw.Write(raw)

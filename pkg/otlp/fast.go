@@ -1,7 +1,6 @@
 package otlp
 
 import (
-	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -358,15 +357,17 @@ func (ap *appender) commitFast() error {
 	ts.mu.Unlock()
 
 	points := ap.points
-	var out []byte
-	if points > 0 {
-		out = ap.assemble()
-	}
-	ap.release()
 	if points == 0 {
+		ap.release()
 		return nil
 	}
+	// The request is built in the appender's scratch memory and handed over
+	// before release returns that memory to the pool: the consumer copies
+	// what it keeps (EncodedConsumer), so an encoded scrape allocates
+	// nothing once the pool holds a buffer of its size.
+	out := ap.assemble()
 	err := ap.a.enc.ConsumeEncoded(ap.ctx, out, points)
+	ap.release()
 	ap.a.metrics.commits.Inc()
 	ap.a.metrics.points.Add(float64(points))
 	if err != nil {
@@ -493,9 +494,8 @@ func quantileSize(q bucket) int {
 }
 
 // assemble wraps the encoded metrics into one ResourceMetrics field of an
-// ExportMetricsServiceRequest. The request is the only allocation of an
-// encoded scrape and the consumer keeps it, so it is made by bytes.Join of
-// the parts, which does not zero the memory it is about to overwrite.
+// ExportMetricsServiceRequest, in ap.out: sizes first, then one pass of
+// appends into a buffer grown once (reused across scrapes, so not zeroed).
 func (ap *appender) assemble() []byte {
 	scope := ap.a.scopeEnc
 	smLen := lenFieldSize(len(scope))
@@ -503,32 +503,25 @@ func (ap *appender) assemble() []byte {
 		smLen += lenFieldSize(metricSize(f))
 	}
 	rmLen := lenFieldSize(len(ap.res.encoded)) + lenFieldSize(smLen)
-	// fr holds the framing (tags and lengths); a part cut from it stays
-	// valid if fr grows into a new array.
-	fr, parts, mark := ap.frame[:0], ap.parts[:0], 0
-	cut := func(fr []byte) []byte { s := fr[mark:len(fr):len(fr)]; mark = len(fr); return s }
-	fr = appendTag(fr, fieldResourceMetrics, wireLen)
-	fr = protowire.AppendVarint(fr, uint64(rmLen))
-	fr = appendTag(fr, fieldRMResource, wireLen)
-	fr = protowire.AppendVarint(fr, uint64(len(ap.res.encoded)))
-	parts = append(parts, cut(fr), ap.res.encoded)
-	fr = appendTag(fr, fieldRMScopeMetrics, wireLen)
-	fr = protowire.AppendVarint(fr, uint64(smLen))
-	fr = appendTag(fr, fieldSMScope, wireLen)
-	fr = protowire.AppendVarint(fr, uint64(len(scope)))
-	parts = append(parts, cut(fr), scope)
+	b := slices.Grow(ap.out[:0], lenFieldSize(rmLen))
+	b = appendTag(b, fieldResourceMetrics, wireLen)
+	b = protowire.AppendVarint(b, uint64(rmLen))
+	b = appendLenField(b, fieldRMResource, ap.res.encoded)
+	b = appendTag(b, fieldRMScopeMetrics, wireLen)
+	b = protowire.AppendVarint(b, uint64(smLen))
+	b = appendLenField(b, fieldSMScope, scope)
 	for _, f := range ap.fams {
-		fr = appendTag(fr, fieldSMMetrics, wireLen)
-		fr = protowire.AppendVarint(fr, uint64(metricSize(f)))
-		parts = append(parts, cut(fr), f.header)
+		b = appendTag(b, fieldSMMetrics, wireLen)
+		b = protowire.AppendVarint(b, uint64(metricSize(f)))
+		b = append(b, f.header...)
 		field, trailer := dataField(f.key.kind)
-		fr = appendTag(fr, field, wireLen)
-		fr = protowire.AppendVarint(fr, uint64(len(f.buf)+len(trailer)))
-		parts = append(parts, cut(fr), f.buf, trailer)
+		b = appendTag(b, field, wireLen)
+		b = protowire.AppendVarint(b, uint64(len(f.buf)+len(trailer)))
+		b = append(b, f.buf...)
+		b = append(b, trailer...)
 	}
-	out := bytes.Join(parts, nil)
-	ap.frame, ap.parts = fr, parts
-	return out
+	ap.out = b
+	return b
 }
 
 func metricSize(f *famEnc) int {

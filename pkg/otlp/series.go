@@ -28,7 +28,13 @@ type seriesTable struct {
 
 	entries []*entry // by index; pointers stay valid as the table grows
 	free    []uint32 // indexes of swept entries
-	seq     uint64   // appenders so far; an appender's number marks what it touched
+	// chunk is where new entries are cut from: entries made together (a
+	// target's first scrape, in exposition order) lie together, so that
+	// a scrape walks the table through memory in order, and the collector
+	// has one object per chunk to find instead of one per series.
+	chunk []entry
+
+	seq uint64 // appenders so far; an appender's number marks what it touched
 
 	families  map[familyKey]*famEnc
 	groups    map[groupKey]*groupEnc
@@ -137,6 +143,9 @@ type resEnc struct {
 	encoded []byte // Resource message, built on first commit under the state lock
 }
 
+// entryChunk is the number of entries allocated at once (about 50 KB).
+const entryChunk = 256
+
 // get returns the live entry of ref if it is the entry of ls.
 func (tab *seriesTable) get(ref storage.SeriesRef, ls labels.Labels) *entry {
 	i := uint64(uint32(ref)) - 1
@@ -160,7 +169,11 @@ func (tab *seriesTable) add(ls labels.Labels) *entry {
 		i = tab.free[n-1]
 		tab.free = tab.free[:n-1]
 	} else {
-		tab.entries = append(tab.entries, new(entry))
+		if len(tab.chunk) == 0 {
+			tab.chunk = make([]entry, entryChunk)
+		}
+		tab.entries = append(tab.entries, &tab.chunk[0])
+		tab.chunk = tab.chunk[1:]
 		i = uint32(len(tab.entries) - 1)
 	}
 	e := tab.entries[i]
