@@ -152,7 +152,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if err != nil {
 			return err
 		}
-		defer stopExporters(exp)
+		defer stopExporters(exp, logger)
 
 		ks := cluster.keyspace()
 		if dCfg.ID == "" {

@@ -123,7 +123,7 @@ func scraperFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if err != nil {
 			return err
 		}
-		defer stopExporters(exp)
+		defer stopExporters(exp, logger)
 		conn, err := connect(ctx, &o.cluster, "allot-scraper", logger)
 		if err != nil {
 			return err

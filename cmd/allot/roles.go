@@ -187,11 +187,14 @@ func (o *exporterOptions) start(fs *flag.FlagSet, file *configfile.File, srv *se
 }
 
 // stopExporters flushes what the exporters still hold, giving up after 10s
-// so that a dead backend cannot hold up the exit.
-func stopExporters(exp *export.Set) {
+// so that a dead backend cannot hold up the exit; what is left is lost
+// unless the queue is on disk, so say so.
+func stopExporters(exp *export.Set, logger *slog.Logger) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	_ = exp.Shutdown(ctx)
+	if err := exp.Shutdown(ctx); err != nil {
+		logger.Warn("exporters stopped before sending everything they held", "err", err)
+	}
 }
 
 // startDiscoverer builds a discoverer with the file's config (and, if

@@ -78,20 +78,15 @@ func (w *claimWatch) start(ctx context.Context) error {
 	if w.claimRev != 0 {
 		return nil
 	}
-	ks := w.c.ks
-	resp, err := w.c.s.cli.Get(ctx, ks.Moves(), clientv3.WithPrefix())
+	var pending []Event
+	rev, err := scanMoves(ctx, w.c.s.cli, w.c.ks, func() { pending = pending[:0] }, func(m Move, modRev int64) {
+		pending = append(pending, Event{Type: MoveStarted, Target: m.Target, Move: m, Revision: modRev})
+	})
 	if err != nil {
 		return fmt.Errorf("read current moves: %w", err)
 	}
-	for _, kv := range resp.Kvs {
-		m, err := decodeMove(ks, kv)
-		if err != nil {
-			w.c.s.logger.Warn("skipping undecodable move", "err", err)
-			continue
-		}
-		w.pending = append(w.pending, Event{Type: MoveStarted, Target: m.Target, Move: m, Revision: kv.ModRevision})
-	}
-	w.claimRev = resp.Header.Revision + 1
+	w.pending = pending
+	w.claimRev = rev + 1
 	w.moveRev = w.claimRev
 	return nil
 }

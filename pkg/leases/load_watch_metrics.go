@@ -1,6 +1,10 @@
 package leases
 
-import "github.com/prometheus/client_golang/prometheus"
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/allot-dev/allot/pkg/selfmetrics"
+)
 
 // loadWatchMetrics count what a LoadWatch reads from etcd: what ListLoads
 // would read every time, a LoadWatch reads once and then only as it changes.
@@ -10,11 +14,11 @@ type loadWatchMetrics struct {
 
 func newLoadWatchMetrics(reg prometheus.Registerer) *loadWatchMetrics {
 	return &loadWatchMetrics{
-		keys: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		keys: selfmetrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "allot_leases_load_watch_read_keys_total",
 			Help: "Load report keys (totals and chunks) read by load watches, by listing or watch event.",
 		})),
-		bytes: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		bytes: selfmetrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "allot_leases_load_watch_read_bytes_total",
 			Help: "Bytes of load report keys and values read by load watches, by listing or watch event.",
 		})),

@@ -169,9 +169,7 @@ func (w *keyWatcher[V, T]) run(ctx context.Context) {
 func (w *keyWatcher[V, T]) listAndWatch(ctx context.Context, bo *backoff) error {
 	cur := map[string]V{}
 	rev, err := scanPrefix(ctx, w.cli, w.prefix, func() { clear(cur) }, func(kv *mvccpb.KeyValue) error {
-		if v, err := w.decode(kv); err == nil {
-			cur[w.id(kv)] = v
-		}
+		w.put(cur, kv)
 		return nil
 	})
 	if err != nil {
@@ -202,22 +200,28 @@ func (w *keyWatcher[V, T]) listAndWatch(ctx context.Context, bo *backoff) error 
 				return fmt.Errorf("watch %ss: %w", w.what, err)
 			}
 			for _, ev := range resp.Events {
-				id := w.id(ev.Kv)
 				if ev.Type == clientv3.EventTypeDelete {
-					delete(cur, id)
+					delete(cur, w.id(ev.Kv))
 					continue
 				}
-				v, err := w.decode(ev.Kv)
-				if err != nil {
-					w.logger.Warn("skipping undecodable "+w.what, "err", err)
-					delete(cur, id)
-					continue
-				}
-				cur[id] = v
+				w.put(cur, ev.Kv)
 			}
 			pending = w.changed(cur)
 		}
 	}
+}
+
+// put decodes kv into cur; a key that does not decode is left out (and
+// dropped if an earlier version of it was in), and logged.
+func (w *keyWatcher[V, T]) put(cur map[string]V, kv *mvccpb.KeyValue) {
+	id := w.id(kv)
+	v, err := w.decode(kv)
+	if err != nil {
+		w.logger.Warn("skipping undecodable "+w.what, "err", err)
+		delete(cur, id)
+		return
+	}
+	cur[id] = v
 }
 
 func (w *keyWatcher[V, T]) id(kv *mvccpb.KeyValue) string {

@@ -139,15 +139,22 @@ func AbortMove(ctx context.Context, cli *clientv3.Client, ks Keyspace, target st
 // do not decode are skipped.
 func ListMoves(ctx context.Context, cli *clientv3.Client, ks Keyspace) ([]Move, error) {
 	var out []Move
-	_, err := scanPrefix(ctx, cli, ks.Moves(), func() { out = out[:0] }, func(kv *mvccpb.KeyValue) error {
-		if m, err := decodeMove(ks, kv); err == nil {
-			out = append(out, m)
-		}
-		return nil
-	})
+	_, err := scanMoves(ctx, cli, ks, func() { out = out[:0] }, func(m Move, _ int64) { out = append(out, m) })
 	if err != nil {
 		return nil, err
 	}
 	slices.SortFunc(out, func(a, b Move) int { return strings.Compare(a.Target, b.Target) })
 	return out, nil
+}
+
+// scanMoves calls each for every move in progress with the revision it was
+// written at, and returns the revision read at; reset is called before a
+// retry after a compaction. Entries that do not decode are skipped.
+func scanMoves(ctx context.Context, cli *clientv3.Client, ks Keyspace, reset func(), each func(m Move, modRev int64)) (int64, error) {
+	return scanPrefix(ctx, cli, ks.Moves(), reset, func(kv *mvccpb.KeyValue) error {
+		if m, err := decodeMove(ks, kv); err == nil {
+			each(m, kv.ModRevision)
+		}
+		return nil
+	})
 }

@@ -1,11 +1,12 @@
 package leases
 
 import (
-	"errors"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/allot-dev/allot/pkg/selfmetrics"
 )
 
 type sessionMetrics struct {
@@ -16,35 +17,16 @@ type sessionMetrics struct {
 
 func newSessionMetrics(reg prometheus.Registerer) *sessionMetrics {
 	return &sessionMetrics{
-		keepaliveFailures: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		keepaliveFailures: selfmetrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "allot_leases_keepalive_failures_total",
 			Help: "Lease renewals that failed (the session retries until its local deadline).",
 		})),
-		lost: register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+		lost: selfmetrics.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "allot_leases_lost_total",
 			Help: "Sessions lost because their local deadline passed or the server no longer knew the lease.",
 		})),
-		deadlines: register(reg, newDeadlineCollector()),
+		deadlines: selfmetrics.Register(reg, newDeadlineCollector()),
 	}
-}
-
-// register registers c, or returns the collector already registered under
-// the same descriptors, so that several sessions or claim sets in one
-// process share their metrics instead of panicking.
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if reg == nil {
-		return c
-	}
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		// Some other collector owns the name: count privately rather than fail.
-	}
-	return c
 }
 
 // deadlineCollector reports allot_lease_deadline_seconds, the time left

@@ -72,9 +72,8 @@ type target struct {
 	claim leases.Claim       // phaseOwned
 	tg    *targetgroup.Group // its labels, as the catalog has them
 	// phased is tg with the phase label, for phaser generation phasedGen;
-	// what the scrape manager gets.
+	// what the scrape manager gets. nil when tg changed.
 	phased    *targetgroup.Group
-	phasedTG  *targetgroup.Group // the tg phased was made from
 	phasedGen uint64
 	graceSeq  uint64 // identifies the current grace wait
 	failover  bool   // the claim attempt follows another owner's loss
@@ -325,10 +324,10 @@ func (s *Scraper) onConfigApplied(c appliedConfig) {
 // manager keeps the loop running.
 func (s *Scraper) phased(st *target) *targetgroup.Group {
 	a := &s.a
-	if st.phased != nil && st.phasedTG == st.tg && st.phasedGen == a.phaseGen {
+	if st.phased != nil && st.phasedGen == a.phaseGen {
 		return st.phased
 	}
-	st.phased, st.phasedTG, st.phasedGen = st.tg, st.tg, a.phaseGen
+	st.phased, st.phasedGen = st.tg, a.phaseGen
 	if a.phaser != nil {
 		if tg, ok := a.phaser.group(st.tg, st.t.Job, st.t.ID); ok {
 			st.phased = tg
@@ -435,7 +434,7 @@ func (s *Scraper) onUpsertTarget(t events.Target) {
 		relabel := st.t.Job != t.Job || !maps.Equal(st.t.Labels, t.Labels)
 		st.t = t
 		if relabel {
-			st.tg = targetGroup(t)
+			st.tg, st.phased = targetGroup(t), nil
 			if _, ok := a.active[t.ID]; ok {
 				s.markDirty()
 			}
