@@ -327,9 +327,13 @@ func (s *Scraper) phased(st *target) *targetgroup.Group {
 	if st.phased != nil && st.phasedGen == a.phaseGen {
 		return st.phased
 	}
+	var prev string
+	if st.phased != nil && len(st.phased.Targets) == 1 {
+		prev = string(st.phased.Targets[0][phaseLabel])
+	}
 	st.phased, st.phasedGen = st.tg, a.phaseGen
 	if a.phaser != nil {
-		if tg, ok := a.phaser.group(st.tg, st.t.Job, st.t.ID); ok {
+		if tg, ok := a.phaser.group(st.tg, st.t.Job, st.t.ID, prev); ok {
 			st.phased = tg
 		} else {
 			s.logger.Debug("no phase label for target; it keeps Prometheus's host-seeded phase", "target", st.t.ID, "job", st.t.Job)

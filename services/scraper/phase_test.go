@@ -61,7 +61,7 @@ scrape_configs:
 				// between scrapers; the phaser must compute the same seed.
 				p, err := newPhaser(cfg, "")
 				require.NoError(t, err)
-				tg, ok := p.group(targetGroup(tgt), tgt.Job, id)
+				tg, ok := p.group(targetGroup(tgt), tgt.Job, id, "")
 				require.True(t, ok, "no phase label value found")
 				require.NotEmpty(t, tg.Targets[0][phaseLabel])
 				mgr, err := scrape.NewManager(&scrape.Options{
@@ -103,14 +103,22 @@ func TestScrapeOffsetInputs(t *testing.T) {
 	p, err := newPhaser(cfg, "h")
 	require.NoError(t, err)
 	tgt := events.Target{ID: "x", Job: "j", Labels: map[string]string{model.AddressLabel: "a:1"}}
-	tg, ok := p.group(targetGroup(tgt), "j", "x")
+	tg, ok := p.group(targetGroup(tgt), "j", "x", "")
 	require.True(t, ok)
 	base := tg.Targets[0][phaseLabel]
 	q, err := newPhaser(cfg, "other-host")
 	require.NoError(t, err)
-	tg2, ok := q.group(targetGroup(tgt), "j", "x")
+	tg2, ok := q.group(targetGroup(tgt), "j", "x", "")
 	require.True(t, ok)
 	require.NotEqual(t, base, tg2.Targets[0][phaseLabel], "another seed needs another value")
+
+	// A value from an earlier config is kept when it still fits, and
+	// replaced by what a search finds when it does not.
+	for _, prev := range []string{string(base), string(tg2.Targets[0][phaseLabel])} {
+		got, ok := p.group(targetGroup(tgt), "j", "x", prev)
+		require.True(t, ok)
+		require.Equal(t, base, got.Targets[0][phaseLabel], "prev %q", prev)
+	}
 
 	for _, tc := range []struct {
 		name string
@@ -122,9 +130,46 @@ func TestScrapeOffsetInputs(t *testing.T) {
 		{"two targets", "j", &targetgroup.Group{Targets: []model.LabelSet{{model.AddressLabel: "a:1"}, {model.AddressLabel: "a:2"}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, ok := p.group(tc.tg, tc.job, "x")
+			got, ok := p.group(tc.tg, tc.job, "x", "")
 			require.False(t, ok)
 			require.Same(t, tc.tg, got)
+		})
+	}
+}
+
+// BenchmarkPhaseLabel measures what one target's phase label costs: a
+// search (a new target, or new labels) and the check of the value it had
+// (any config change), per target.
+func BenchmarkPhaseLabel(b *testing.B) {
+	cfg, err := config.Load("scrape_configs: [{job_name: j, scrape_interval: 15s}]", slog.New(slog.DiscardHandler))
+	require.NoError(b, err)
+	p, err := newPhaser(cfg, "bench-host")
+	require.NoError(b, err)
+	tgs := make([]*targetgroup.Group, 1000)
+	prev := make([]string, len(tgs))
+	for i := range tgs {
+		tgs[i] = targetGroup(events.Target{ID: fmt.Sprintf("t%d", i), Job: "j", Labels: map[string]string{
+			model.AddressLabel: fmt.Sprintf("10.0.%d.%d:9100", i/250, i%250), "namespace": "default", "pod": fmt.Sprintf("pod-%d", i),
+		}})
+		g, ok := p.group(tgs[i], "j", fmt.Sprintf("t%d", i), "")
+		require.True(b, ok)
+		prev[i] = string(g.Targets[0][phaseLabel])
+	}
+	for _, bc := range []struct {
+		name string
+		prev bool
+	}{{"search", false}, {"recheck", true}} {
+		b.Run(bc.name, func(b *testing.B) {
+			for i := range b.N {
+				k := i % len(tgs)
+				v := ""
+				if bc.prev {
+					v = prev[k]
+				}
+				if _, ok := p.group(tgs[k], "j", fmt.Sprintf("t%d", k), v); !ok {
+					b.Fatal("no value")
+				}
+			}
 		})
 	}
 }
