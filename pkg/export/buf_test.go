@@ -81,39 +81,33 @@ func TestEncodedConsumerRetainsNothing(t *testing.T) {
 		}},
 	}
 	for _, tt := range tests {
-		for _, disk := range []bool{false, true} {
-			t.Run(tt.name+map[bool]string{false: "/memory", true: "/disk"}[disk], func(t *testing.T) {
-				var q QueueConfig
-				if disk {
-					q.Dir = t.TempDir()
-				}
-				exp, received := tt.start(t, q)
-				// Two exporters of a fan-out get the same req.
-				other, otherReceived := tt.start(t, QueueConfig{})
-				set := NewFanout(exp, other)
-				t.Cleanup(func() { _ = set.Shutdown(context.Background()) })
-				require.True(t, set.AcceptsEncoded())
+		runWithQueues(t, tt.name, func(t *testing.T, q QueueConfig) {
+			exp, received := tt.start(t, q)
+			// Two exporters of a fan-out get the same req.
+			other, otherReceived := tt.start(t, QueueConfig{})
+			set := NewFanout(exp, other)
+			t.Cleanup(func() { _ = set.Shutdown(context.Background()) })
+			require.True(t, set.AcceptsEncoded())
 
-				var want []point
-				var req []byte // the caller's, reused
-				for i := range scrapes {
-					md := testMetrics("a", float64(i))
-					want = append(want, pointsOf(md)...)
-					req = append(req[:0], encode(t, md)...)
-					require.NoError(t, set.ConsumeEncoded(context.Background(), req, 1))
-					copy(req, bytes.Repeat([]byte{0xff}, len(req)))
-				}
-				for _, got := range []func() []point{received, otherReceived} {
-					require.Eventually(t, func() bool { return len(got()) >= len(want) }, 10*time.Second, 5*time.Millisecond)
-					require.ElementsMatch(t, want, got())
-				}
-			})
-		}
+			var want []point
+			var req []byte // the caller's, reused
+			for i := range scrapes {
+				md := testMetrics("a", float64(i))
+				want = append(want, pointsOf(md)...)
+				req = append(req[:0], encode(t, md)...)
+				require.NoError(t, set.ConsumeEncoded(context.Background(), req, 1))
+				copy(req, bytes.Repeat([]byte{0xff}, len(req)))
+			}
+			for _, got := range []func() []point{received, otherReceived} {
+				require.Eventually(t, func() bool { return len(got()) >= len(want) }, 10*time.Second, 5*time.Millisecond)
+				require.ElementsMatch(t, want, got())
+			}
+		})
 	}
 }
 
-// TestReusedBody checks the request body the OTLP/HTTP exporter sends from
-// pooled memory: the parts read as one, again from the start for a retry,
+// TestReusedBody checks the request body the HTTP exporters (OTLP, remote
+// write) send from pooled memory: the parts read as one, again from the start for a retry,
 // and not at all once the request has ended.
 func TestReusedBody(t *testing.T) {
 	rb := newReusedBody([][]byte{[]byte("ab"), nil, []byte("cde")})

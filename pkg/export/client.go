@@ -6,9 +6,11 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/common/config"
@@ -169,3 +171,77 @@ func (p perRPC) GetRequestMetadata(context.Context, ...string) (map[string]strin
 // RequireTransportSecurity is false: sending credentials over plain text is
 // the operator's choice (an http:// endpoint), as with OTLP/HTTP.
 func (perRPC) RequireTransportSecurity() bool { return false }
+
+// errBodyReused is what a request body reads once its sender returned.
+var errBodyReused = errors.New("export: request body read after the request ended")
+
+// reusedBody is a request body over memory that is reused once the request
+// ends: close, at the end of the request, makes every later read fail
+// instead of reading what the memory holds by then.
+type reusedBody struct {
+	mu     sync.Mutex
+	parts  [][]byte
+	size   int64
+	closed bool
+}
+
+func newReusedBody(parts [][]byte) *reusedBody {
+	rb := &reusedBody{parts: parts}
+	for _, p := range parts {
+		rb.size += int64(len(p))
+	}
+	return rb
+}
+
+// request is a POST of the body to url. net/http may read a request body
+// after Do returned (a response that came before the body was written: an
+// early 4xx/5xx), so the sender closes rb once Do returned, before it
+// reuses the memory.
+func (rb *reusedBody) request(ctx context.Context, url string) (*http.Request, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, rb.reader())
+	if err != nil {
+		return nil, err
+	}
+	req.ContentLength = rb.size
+	req.GetBody = func() (io.ReadCloser, error) { return rb.reader(), nil }
+	return req, nil
+}
+
+// reader returns a reader of the whole body (a retry by the transport
+// calls GetBody for a new one).
+func (rb *reusedBody) reader() io.ReadCloser { return &reusedBodyReader{rb: rb} }
+
+func (rb *reusedBody) close() {
+	rb.mu.Lock()
+	rb.closed = true
+	rb.parts = nil
+	rb.mu.Unlock()
+}
+
+type reusedBodyReader struct {
+	rb        *reusedBody
+	part, off int
+}
+
+func (r *reusedBodyReader) Read(p []byte) (int, error) {
+	r.rb.mu.Lock()
+	defer r.rb.mu.Unlock()
+	if r.rb.closed {
+		return 0, errBodyReused
+	}
+	n := 0
+	for n < len(p) && r.part < len(r.rb.parts) {
+		c := copy(p[n:], r.rb.parts[r.part][r.off:])
+		n += c
+		r.off += c
+		if r.off == len(r.rb.parts[r.part]) {
+			r.part, r.off = r.part+1, 0
+		}
+	}
+	if n == 0 && r.part == len(r.rb.parts) {
+		return 0, io.EOF
+	}
+	return n, nil
+}
+
+func (r *reusedBodyReader) Close() error { return nil }

@@ -51,32 +51,34 @@ func TestEncodedScrapes(t *testing.T) {
 		}},
 	}
 	for _, tt := range tests {
-		for _, disk := range []bool{false, true} {
-			t.Run(tt.name+map[bool]string{false: "/memory", true: "/disk"}[disk], func(t *testing.T) {
-				var q QueueConfig
-				if disk {
-					q.Dir = t.TempDir()
+		runWithQueues(t, tt.name, func(t *testing.T, q QueueConfig) {
+			exp, received := tt.start(t, q)
+			t.Cleanup(func() { _ = exp.Shutdown(context.Background()) })
+			ee, ok := exp.(encodedExporter)
+			require.True(t, ok)
+			require.Equal(t, tt.wantEncoded, ee.AcceptsEncoded())
+			var want []point
+			for i := range 20 {
+				md := testMetrics("a", float64(i))
+				want = append(want, pointsOf(md)...)
+				if i%4 == 3 {
+					require.NoError(t, exp.ConsumeMetrics(context.Background(), md))
+					continue
 				}
-				exp, received := tt.start(t, q)
-				t.Cleanup(func() { _ = exp.Shutdown(context.Background()) })
-				ee, ok := exp.(encodedExporter)
-				require.True(t, ok)
-				require.Equal(t, tt.wantEncoded, ee.AcceptsEncoded())
-				var want []point
-				for i := range 20 {
-					md := testMetrics("a", float64(i))
-					want = append(want, pointsOf(md)...)
-					if i%4 == 3 {
-						require.NoError(t, exp.ConsumeMetrics(context.Background(), md))
-						continue
-					}
-					require.NoError(t, ee.ConsumeEncoded(context.Background(), encode(t, md), 1))
-				}
-				require.Eventually(t, func() bool { return len(received()) == len(want) }, 10*time.Second, 5*time.Millisecond)
-				require.ElementsMatch(t, want, received())
-			})
-		}
+				require.NoError(t, ee.ConsumeEncoded(context.Background(), encode(t, md), 1))
+			}
+			require.Eventually(t, func() bool { return len(received()) == len(want) }, 10*time.Second, 5*time.Millisecond)
+			require.ElementsMatch(t, want, received())
+		})
 	}
+}
+
+// runWithQueues runs f as the subtests name/memory and name/disk, with the
+// queue configuration of each (the disk one in a temporary directory).
+func runWithQueues(t *testing.T, name string, f func(t *testing.T, q QueueConfig)) {
+	t.Helper()
+	t.Run(name+"/memory", func(t *testing.T) { f(t, QueueConfig{}) })
+	t.Run(name+"/disk", func(t *testing.T) { f(t, QueueConfig{Dir: t.TempDir()}) })
 }
 
 // TestSetEncoded checks which fan-outs take encoded scrapes, and that the

@@ -3,7 +3,6 @@ package export
 import (
 	"bytes"
 	"context"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -182,17 +181,13 @@ func (c *otlpHTTPClient) sendEncoded(ctx context.Context, parts []*buf) error {
 		}
 		body = [][]byte{z}
 	}
+	// The parts (and the gzip buffer) are reused once this returns.
 	rb := newReusedBody(body)
-	// net/http may read a request body after Do returned (a response that
-	// came before the body was written: an early 4xx/5xx); the parts (and
-	// the gzip buffer) are reused once this returns, so it must not.
 	defer rb.close()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, rb.reader())
+	req, err := rb.request(ctx, c.url)
 	if err != nil {
 		return permanent(err, "request")
 	}
-	req.ContentLength = rb.size
-	req.GetBody = func() (io.ReadCloser, error) { return rb.reader(), nil }
 	if err := c.cfg.setHeaders(req); err != nil {
 		return err
 	}
@@ -219,66 +214,6 @@ func (c *otlpHTTPClient) sendEncoded(ctx context.Context, parts []*buf) error {
 	}
 	return nil
 }
-
-// errBodyReused is what a request body reads once its sender returned.
-var errBodyReused = errors.New("otlp http: request body read after the request ended")
-
-// reusedBody is a request body over memory that is reused once the request
-// ends: close, at the end of the request, makes every later read fail
-// instead of reading what the memory holds by then.
-type reusedBody struct {
-	mu     sync.Mutex
-	parts  [][]byte
-	size   int64
-	closed bool
-}
-
-func newReusedBody(parts [][]byte) *reusedBody {
-	rb := &reusedBody{parts: parts}
-	for _, p := range parts {
-		rb.size += int64(len(p))
-	}
-	return rb
-}
-
-// reader returns a reader of the whole body (a retry by the transport
-// calls GetBody for a new one).
-func (rb *reusedBody) reader() io.ReadCloser { return &reusedBodyReader{rb: rb} }
-
-func (rb *reusedBody) close() {
-	rb.mu.Lock()
-	rb.closed = true
-	rb.parts = nil
-	rb.mu.Unlock()
-}
-
-type reusedBodyReader struct {
-	rb        *reusedBody
-	part, off int
-}
-
-func (r *reusedBodyReader) Read(p []byte) (int, error) {
-	r.rb.mu.Lock()
-	defer r.rb.mu.Unlock()
-	if r.rb.closed {
-		return 0, errBodyReused
-	}
-	n := 0
-	for n < len(p) && r.part < len(r.rb.parts) {
-		c := copy(p[n:], r.rb.parts[r.part][r.off:])
-		n += c
-		r.off += c
-		if r.off == len(r.rb.parts[r.part]) {
-			r.part, r.off = r.part+1, 0
-		}
-	}
-	if n == 0 && r.part == len(r.rb.parts) {
-		return 0, io.EOF
-	}
-	return n, nil
-}
-
-func (r *reusedBodyReader) Close() error { return nil }
 
 func (c *otlpHTTPClient) buffer() *bytes.Buffer {
 	if buf, ok := c.bufs.Get().(*bytes.Buffer); ok {

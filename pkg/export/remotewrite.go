@@ -1,7 +1,6 @@
 package export
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -137,7 +136,11 @@ func (c *remoteWriteClient) send(ctx context.Context, md pmetric.Metrics) error 
 		return permanent(fmt.Errorf("marshal: %w", err), "marshal")
 	}
 	b.snappy = snappy.Encode(b.snappy[:cap(b.snappy)], b.raw)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url, bytes.NewReader(b.snappy))
+	// b goes back to the pool, and its memory to the next request, once
+	// this returns.
+	rb := newReusedBody([][]byte{b.snappy})
+	defer rb.close()
+	req, err := rb.request(ctx, c.url)
 	if err != nil {
 		return permanent(err, "request")
 	}
