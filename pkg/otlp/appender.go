@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/model/metadata"
 	"github.com/prometheus/prometheus/model/value"
 	"github.com/prometheus/prometheus/scrape"
 	"github.com/prometheus/prometheus/storage"
@@ -50,8 +51,13 @@ type appender struct {
 	resources []*resourceBuilder
 	last      *resourceBuilder
 
-	pending     []pendingNumber
-	pendingDist []pendingDist
+	// scratch is the reusable memory, taken from s (pending and
+	// pendingDist: points of the pdata path waiting for their start time;
+	// fams, log, pend, out: the encoding path's; attrs, scopeAttrs, hbuf:
+	// reused across Append calls), and returned to it by release.
+	scratch
+	s *scratch
+
 	// created holds the values of counters' _created series (ms) by label
 	// hash without the metric name, when they arrive as series.
 	created map[uint64]int64
@@ -63,20 +69,10 @@ type appender struct {
 	seq    uint64
 	fast   bool
 	res    *resEnc
-	fams   []*famEnc
-	log    []logRec
-	pend   []pendStart
 	points int
-	out    []byte // the encoded request; reused, see EncodedConsumer
-	// s is the scratch the slices came from, and go back to.
-	s *scratch
 
-	// Scratch space reused across Append calls.
-	cur        sampleLabels
-	attrs      []labels.Label // the point's attributes
-	scopeAttrs []labels.Label // otel_scope_<key> labels, prefix removed
-	hbuf       []byte
-	done       bool
+	cur  sampleLabels // the labels of the sample being appended
+	done bool
 }
 
 // sampleLabels are the labels of one sample that the conversion reads.
@@ -115,13 +111,30 @@ type pendingDist struct {
 type scratch struct {
 	pending     []pendingNumber
 	pendingDist []pendingDist
-	attrs       []labels.Label
-	scopeAttrs  []labels.Label
+	attrs       []labels.Label // the point's attributes
+	scopeAttrs  []labels.Label // otel_scope_<key> labels, prefix removed
 	hbuf        []byte
 	fams        []*famEnc
 	log         []logRec
 	pend        []pendStart
-	out         []byte
+	out         []byte // the encoded request; reused, see EncodedConsumer
+}
+
+// reset empties s, keeping the memory, and drops its references into a
+// scrape's data (log and out hold no pointers).
+func (s *scratch) reset() {
+	clear(s.pending)
+	clear(s.pendingDist)
+	clear(s.attrs)
+	clear(s.scopeAttrs)
+	clear(s.fams)
+	clear(s.pend)
+	*s = scratch{
+		pending: s.pending[:0], pendingDist: s.pendingDist[:0],
+		attrs: s.attrs[:0], scopeAttrs: s.scopeAttrs[:0], hbuf: s.hbuf[:0],
+		fams: s.fams[:0], log: s.log[:0], pend: s.pend[:0],
+		out: s.out[:0],
+	}
 }
 
 var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
@@ -129,11 +142,7 @@ var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
 func newAppender(ctx context.Context, a *Appendable, ts *targetState) *appender {
 	t, _ := scrape.TargetFromContext(ctx)
 	s := scratchPool.Get().(*scratch)
-	ap := &appender{
-		ctx: ctx, a: a, ts: ts, target: t,
-		pending: s.pending, pendingDist: s.pendingDist, attrs: s.attrs, scopeAttrs: s.scopeAttrs, hbuf: s.hbuf,
-		fams: s.fams, log: s.log, pend: s.pend, out: s.out, s: s,
-	}
+	ap := &appender{ctx: ctx, a: a, ts: ts, target: t, scratch: *s, s: s}
 	// Scrapes of one target do not overlap, except while a reloaded
 	// target's old loop ends: the later appender then goes without the
 	// table (and without the encoding path).
@@ -153,25 +162,14 @@ func newAppender(ctx context.Context, a *Appendable, ts *targetState) *appender 
 // release returns the scratch memory, without references into the
 // scrape's data, to the pool.
 func (ap *appender) release() {
-	clear(ap.pending)
-	clear(ap.pendingDist)
-	clear(ap.attrs)
-	clear(ap.scopeAttrs)
-	clear(ap.fams)
-	clear(ap.pend) // ap.log and ap.out hold no pointers
 	// The same scratch goes back (no allocation per scrape), with the
 	// slices as they grew.
-	*ap.s = scratch{
-		pending: ap.pending[:0], pendingDist: ap.pendingDist[:0],
-		attrs: ap.attrs[:0], scopeAttrs: ap.scopeAttrs[:0], hbuf: ap.hbuf[:0],
-		fams: ap.fams[:0], log: ap.log[:0], pend: ap.pend[:0],
-		out: ap.out[:0],
-	}
+	ap.scratch.reset()
+	*ap.s = ap.scratch
 	scratchPool.Put(ap.s)
 	ap.s = nil
-	ap.pending, ap.pendingDist, ap.attrs, ap.scopeAttrs, ap.hbuf = nil, nil, nil, nil, nil
-	ap.fams, ap.log, ap.pend, ap.res = nil, nil, nil, nil
-	ap.out = nil
+	ap.scratch = scratch{}
+	ap.res = nil
 	if ap.tab != nil {
 		ap.tab.sweep()
 		ap.tab.mu.Unlock()
@@ -471,7 +469,12 @@ func (ap *appender) commitSlow() error {
 	if points == 0 {
 		return nil
 	}
-	err := ap.a.next.ConsumeMetrics(ap.ctx, ap.md)
+	return ap.consumed(points, ap.a.next.ConsumeMetrics(ap.ctx, ap.md))
+}
+
+// consumed counts a scrape of points handed to the Consumer, which returned
+// err, and wraps err.
+func (ap *appender) consumed(points int, err error) error {
 	ap.a.metrics.commits.Inc()
 	ap.a.metrics.points.Add(float64(points))
 	if err != nil {
@@ -601,14 +604,8 @@ func (sb *scopeBuilder) family(name string, kind metricKind, opts storage.Append
 	m := sb.metrics.AppendEmpty()
 	m.SetName(f.key.name)
 	m.SetDescription(opts.Metadata.Help)
-	if unitApplies(name, opts.Metadata.Type) {
-		m.SetUnit(unitToUCUM(opts.Metadata.Unit))
-	}
-	typ := string(opts.Metadata.Type)
-	if typ == "" {
-		typ = string(model.MetricTypeUnknown)
-	}
-	m.Metadata().PutStr(metadataTypeKey, typ)
+	m.SetUnit(metricUnit(name, opts.Metadata))
+	m.Metadata().PutStr(metadataTypeKey, metricType(opts.Metadata))
 	hint := sb.points[name]
 	switch kind {
 	case kindGauge:
@@ -716,18 +713,43 @@ func kindOf(t model.MetricType, h *histogram.Histogram, fh *histogram.FloatHisto
 
 // hashLabels is FNV-1a over names and values, to tell scopes apart.
 func hashLabels(ls []labels.Label) uint64 {
-	h := uint64(14695981039346656037)
+	h := uint64(fnvOffset64)
 	for _, l := range ls {
-		for i := 0; i < len(l.Name); i++ {
-			h = (h ^ uint64(l.Name[i])) * 1099511628211
-		}
-		h = (h ^ 0xff) * 1099511628211
-		for i := 0; i < len(l.Value); i++ {
-			h = (h ^ uint64(l.Value[i])) * 1099511628211
-		}
-		h = (h ^ 0xfe) * 1099511628211
+		h = (fnvString(h, l.Name) ^ 0xff) * fnvPrime64
+		h = (fnvString(h, l.Value) ^ 0xfe) * fnvPrime64
 	}
 	return h
+}
+
+// FNV-1a, 64 bits.
+const (
+	fnvOffset64 = 14695981039346656037
+	fnvPrime64  = 1099511628211
+)
+
+// fnvString continues the FNV-1a hash h over s.
+func fnvString(h uint64, s string) uint64 {
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint64(s[i])) * fnvPrime64
+	}
+	return h
+}
+
+// metricUnit is the OTLP unit of a metric named name: the family's unit in
+// UCUM, or "" where it does not apply (unitApplies).
+func metricUnit(name string, meta metadata.Metadata) string {
+	if !unitApplies(name, meta.Type) {
+		return ""
+	}
+	return unitToUCUM(meta.Unit)
+}
+
+// metricType is the Prometheus type recorded in a metric's metadata.
+func metricType(meta metadata.Metadata) string {
+	if meta.Type == "" {
+		return string(model.MetricTypeUnknown)
+	}
+	return string(meta.Type)
 }
 
 // unitApplies tells whether the family's unit is the unit of the series

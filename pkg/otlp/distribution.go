@@ -18,10 +18,9 @@ import (
 // Salts keep the state of a distribution apart from the state of a series
 // with the same labels.
 const (
-	saltClassic   = 0x9e3779b97f4a7c15
-	saltSummary   = 0xc2b2ae3d27d4eb4f
-	saltNative    = 0x165667b19e3779f9
-	saltGroupName = 0x27d4eb2f165667c5
+	saltClassic = 0x9e3779b97f4a7c15
+	saltSummary = 0xc2b2ae3d27d4eb4f
+	saltNative  = 0x165667b19e3779f9
 )
 
 // group is one data point of a classic histogram or summary, assembled from
@@ -141,11 +140,7 @@ func groupStateKey(gk uint64, kind metricKind, famName string) uint64 {
 	if kind == kindSummary {
 		salt = saltSummary
 	}
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(famName); i++ {
-		h = (h ^ uint64(famName[i])) * 1099511628211
-	}
-	return gk ^ salt ^ h
+	return gk ^ salt ^ fnvString(fnvOffset64, famName)
 }
 
 // group returns the group with hash gk, creating it.

@@ -102,16 +102,12 @@ func appendTag(b []byte, field, wire int) []byte {
 	return append(b, byte(field<<3|wire))
 }
 
-func appendLenField(b []byte, field int, payload []byte) []byte {
+// appendLenField appends a length-delimited field: a message, string or
+// bytes.
+func appendLenField[P []byte | string](b []byte, field int, payload P) []byte {
 	b = appendTag(b, field, wireLen)
 	b = protowire.AppendVarint(b, uint64(len(payload)))
 	return append(b, payload...)
-}
-
-func appendStringField(b []byte, field int, s string) []byte {
-	b = appendTag(b, field, wireLen)
-	b = protowire.AppendVarint(b, uint64(len(s)))
-	return append(b, s...)
 }
 
 func appendFixed64Field(b []byte, field int, v uint64) []byte {
@@ -131,10 +127,10 @@ func appendStrKeyValue(b []byte, field int, key, value string) []byte {
 	kvLen := lenFieldSize(len(key)) + lenFieldSize(anyLen)
 	b = appendTag(b, field, wireLen)
 	b = protowire.AppendVarint(b, uint64(kvLen))
-	b = appendStringField(b, fieldKVKey, key)
+	b = appendLenField(b, fieldKVKey, key)
 	b = appendTag(b, fieldKVValue, wireLen)
 	b = protowire.AppendVarint(b, uint64(anyLen))
-	return appendStringField(b, fieldAnyString, value)
+	return appendLenField(b, fieldAnyString, value)
 }
 
 // appendLabelAttrs appends point attributes (string KeyValues) as field,
@@ -152,7 +148,7 @@ func appendLabelAttrs(b []byte, field int, ls []labels.Label, drop string) []byt
 func appendMap(b []byte, field int, m pcommon.Map) []byte {
 	var kv []byte
 	m.Range(func(k string, v pcommon.Value) bool {
-		kv = appendStringField(kv[:0], fieldKVKey, k)
+		kv = appendLenField(kv[:0], fieldKVKey, k)
 		kv = appendLenField(kv, fieldKVValue, appendAnyValue(nil, v))
 		b = appendLenField(b, field, kv)
 		return true
@@ -165,7 +161,7 @@ func appendMap(b []byte, field int, m pcommon.Map) []byte {
 func appendAnyValue(b []byte, v pcommon.Value) []byte {
 	switch v.Type() {
 	case pcommon.ValueTypeStr:
-		b = appendStringField(b, fieldAnyString, v.Str())
+		b = appendLenField(b, fieldAnyString, v.Str())
 	case pcommon.ValueTypeBool:
 		b = appendTag(b, fieldAnyBool, wireVarint)
 		b = protowire.AppendVarint(b, protowire.EncodeBool(v.Bool()))
@@ -198,10 +194,10 @@ func encodeResource(r pcommon.Resource) []byte {
 func encodeScope(name, version string) []byte {
 	var b []byte
 	if name != "" {
-		b = appendStringField(b, fieldScopeName, name)
+		b = appendLenField(b, fieldScopeName, name)
 	}
 	if version != "" {
-		b = appendStringField(b, fieldScopeVersion, version)
+		b = appendLenField(b, fieldScopeVersion, version)
 	}
 	return b
 }

@@ -2,7 +2,6 @@ package otlp
 
 import (
 	"encoding/binary"
-	"fmt"
 	"math"
 	"slices"
 	"strings"
@@ -42,16 +41,12 @@ type logRec struct {
 }
 
 // pendStart is the start timestamp slot of a classic histogram or summary
-// point, to fill in Commit.
+// point, to fill in Commit; the rest (key, times, count, bucket counts)
+// is g's, which does not change until then.
 type pendStart struct {
-	f       *famEnc
-	off     int // of the 8 bytes in f.buf
-	key     uint64
-	cache   **seriesState
-	st, t   int64
-	v       float64 // count
-	buckets []uint64
-	stale   bool
+	f   *famEnc
+	off int // of the 8 bytes in f.buf
+	g   *groupEnc
 }
 
 // resolve (re)derives entry e of ls (nil: a new entry) from the labels and
@@ -81,9 +76,8 @@ func (ap *appender) resolve(e *entry, ls labels.Labels, opts storage.AppendV2Opt
 	} else {
 		e.resolved = resolved{attrs: e.attrs[:0]}
 	}
-	e.famName = cloneString(opts.MetricFamilyName)
+	e.famName = strings.Clone(opts.MetricFamilyName)
 	e.meta = opts.Metadata
-	e.seen = ap.seq
 
 	name := ap.cur.name
 	if name == targetInfoName || name == scopeInfoName || ap.cur.hasScope {
@@ -193,12 +187,11 @@ func (ap *appender) appendFast(e *entry, st, t int64, v float64, h *histogram.Hi
 // create the metric: the first sample of the family.
 func (ap *appender) touch(f *famEnc, e *entry) {
 	f.seq = ap.seq
-	f.cum = f.key.kind.cumulative()
 	f.buf = f.buf[:0]
 	f.groups = f.groups[:0]
-	if !f.built || f.meta != e.meta {
+	if len(f.header) == 0 || f.meta != e.meta {
 		f.header = encodeMetricHeader(f.header[:0], f.key, e.meta)
-		f.meta, f.built = e.meta, true
+		f.meta = e.meta
 	}
 	ap.fams = append(ap.fams, f)
 }
@@ -206,20 +199,14 @@ func (ap *appender) touch(f *famEnc, e *entry) {
 // encodeMetricHeader writes the fields of a Metric before its data, as
 // scopeBuilder.family sets them.
 func encodeMetricHeader(b []byte, key familyKey, meta metadata.Metadata) []byte {
-	b = appendStringField(b, fieldMetricName, key.name)
+	b = appendLenField(b, fieldMetricName, key.name)
 	if meta.Help != "" {
-		b = appendStringField(b, fieldMetricDescription, meta.Help)
+		b = appendLenField(b, fieldMetricDescription, meta.Help)
 	}
-	if unitApplies(key.name, meta.Type) {
-		if u := unitToUCUM(meta.Unit); u != "" {
-			b = appendStringField(b, fieldMetricUnit, u)
-		}
+	if u := metricUnit(key.name, meta); u != "" {
+		b = appendLenField(b, fieldMetricUnit, u)
 	}
-	typ := string(meta.Type)
-	if typ == "" {
-		typ = string(model.MetricTypeUnknown)
-	}
-	return appendStrKeyValue(b, fieldMetricMetadata, metadataTypeKey, typ)
+	return appendStrKeyValue(b, fieldMetricMetadata, metadataTypeKey, metricType(meta))
 }
 
 // encodeNumber appends the data point of a number sample: the entry's
@@ -234,7 +221,7 @@ func (ap *appender) encodeNumber(f *famEnc, e *entry, st, t int64, v float64) {
 	if stale {
 		n = len(e.attrs) + 9 + 2
 	}
-	cum := f.cum
+	cum := f.key.kind.cumulative()
 	if cum {
 		n += startSlot
 	}
@@ -282,6 +269,7 @@ func (ap *appender) toSlow() {
 	for _, r := range ap.log {
 		e := ap.tab.entries[r.idx]
 		opts := storage.AppendV2Options{MetricFamilyName: e.famName, Metadata: e.meta}
+		// Cannot fail: resolve took only series with a name.
 		_ = ap.appendSlow(e.ls, e.key, r.st, r.t, r.v, nil, nil, opts)
 	}
 	ap.log = ap.log[:0]
@@ -295,18 +283,9 @@ func (ap *appender) toSlow() {
 // commitFast finishes the classic points, fills the start timestamps,
 // updates the state and hands the encoded scrape to the EncodedConsumer.
 func (ap *appender) commitFast() error {
-	for _, f := range ap.fams {
-		if f.key.kind != kindHistogram && f.key.kind != kindSummary {
-			continue
-		}
-		for _, g := range f.groups {
-			gg := &g.g
-			if !gg.stale && !gg.hasCount && (f.key.kind == kindSummary || len(gg.buckets) == 0) {
-				// Kept as gauges of its series by the pdata builder.
-				ap.toSlow()
-				return ap.commitSlow()
-			}
-		}
+	if ap.keptAsGauges() {
+		ap.toSlow()
+		return ap.commitSlow()
 	}
 	for _, f := range ap.fams {
 		switch f.key.kind {
@@ -342,11 +321,16 @@ func (ap *appender) commitFast() error {
 	}
 	for i := range ap.pend {
 		p := &ap.pend[i]
+		gg := &p.g.g
 		var start int64
-		if p.stale {
-			start = ts.startOfStale(p.key, p.cache, p.t)
+		if gg.stale {
+			start = ts.startOfStale(gg.key, &p.g.state, gg.t)
 		} else {
-			start = ts.startFor(p.key, p.cache, p.st, p.t, p.v, p.buckets, true)
+			var buckets []uint64
+			if p.f.key.kind == kindHistogram {
+				buckets = p.g.counts
+			}
+			start = ts.startFor(gg.key, &p.g.state, ap.groupStart(gg), gg.t, gg.count, buckets, true)
 		}
 		putFixed64(p.f.buf[p.off:], uint64(msToTimestamp(start)))
 	}
@@ -365,16 +349,38 @@ func (ap *appender) commitFast() error {
 	// before release returns that memory to the pool: the consumer copies
 	// what it keeps (EncodedConsumer), so an encoded scrape allocates
 	// nothing once the pool holds a buffer of its size.
-	out := ap.assemble()
-	err := ap.a.enc.ConsumeEncoded(ap.ctx, out, points)
+	err := ap.a.enc.ConsumeEncoded(ap.ctx, ap.assemble(), points)
 	ap.release()
-	ap.a.metrics.commits.Inc()
-	ap.a.metrics.points.Add(float64(points))
-	if err != nil {
-		ap.a.metrics.consumeErrors.Inc()
-		return fmt.Errorf("otlp: consume scrape of %s: %w", ap.targetName(), err)
+	return ap.consumed(points, err)
+}
+
+// keptAsGauges tells whether a classic group of the scrape has no count
+// (a summary without _count, a histogram without buckets or _count): the
+// pdata builder keeps its series as gauges, which the encoder does not do.
+func (ap *appender) keptAsGauges() bool {
+	for _, f := range ap.fams {
+		if f.key.kind != kindHistogram && f.key.kind != kindSummary {
+			continue
+		}
+		for _, g := range f.groups {
+			gg := &g.g
+			if !gg.stale && !gg.hasCount && (f.key.kind == kindSummary || len(gg.buckets) == 0) {
+				return true
+			}
+		}
 	}
-	return nil
+	return false
+}
+
+// openClassicPoint appends the start of a classic point of g with an
+// n-byte payload to f.buf: its tag and size, the start timestamp slot
+// (listed for Commit) and the timestamp.
+func (ap *appender) openClassicPoint(f *famEnc, g *groupEnc, n int) []byte {
+	b := append(f.buf, tagDataPoint)
+	b = protowire.AppendVarint(b, uint64(n))
+	ap.pend = append(ap.pend, pendStart{f: f, off: len(b) + 1, g: g})
+	b = append(b, tagStart, 0, 0, 0, 0, 0, 0, 0, 0)
+	return appendFixed64Field(b, fieldTime, uint64(msToTimestamp(g.g.t)))
 }
 
 func (ap *appender) encodeHistogram(f *famEnc, g *groupEnc) {
@@ -395,15 +401,7 @@ func (ap *appender) encodeHistogram(f *famEnc, g *groupEnc) {
 			n += 9
 		}
 	}
-	b := append(f.buf, tagDataPoint)
-	b = protowire.AppendVarint(b, uint64(n))
-	p := pendStart{f: f, off: len(b) + 1, key: gg.key, cache: &g.state, st: ap.groupStart(gg), t: gg.t, v: gg.count, stale: gg.stale}
-	if !gg.stale {
-		p.buckets = g.counts
-	}
-	ap.pend = append(ap.pend, p)
-	b = append(b, tagStart, 0, 0, 0, 0, 0, 0, 0, 0)
-	b = appendFixed64Field(b, fieldTime, uint64(msToTimestamp(gg.t)))
+	b := ap.openClassicPoint(f, g, n)
 	if !gg.stale {
 		if all != 0 {
 			b = appendFixed64Field(b, fieldHistCount, all)
@@ -453,11 +451,7 @@ func (ap *appender) encodeSummary(f *famEnc, g *groupEnc) {
 			n += lenFieldSize(quantileSize(q))
 		}
 	}
-	b := append(f.buf, tagDataPoint)
-	b = protowire.AppendVarint(b, uint64(n))
-	ap.pend = append(ap.pend, pendStart{f: f, off: len(b) + 1, key: gg.key, cache: &g.state, st: ap.groupStart(gg), t: gg.t, v: gg.count, stale: gg.stale})
-	b = append(b, tagStart, 0, 0, 0, 0, 0, 0, 0, 0)
-	b = appendFixed64Field(b, fieldTime, uint64(msToTimestamp(gg.t)))
+	b := ap.openClassicPoint(f, g, n)
 	if gg.stale {
 		b = append(b, fieldSummaryFlags<<3|wireVarint, noRecordedValue)
 	} else {

@@ -1,6 +1,7 @@
 package otlp
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 
@@ -112,11 +113,9 @@ type famEnc struct {
 	seq    uint64            // appender that touched it last
 	live   uint64            // last sweep that found an entry of it
 	meta   metadata.Metadata // what header was built from
-	header []byte            // Metric fields before the data: name, description, unit, metadata
-	built  bool
-	cum    bool        // its points have a start timestamp (kind.cumulative)
-	buf    []byte      // encoded data_points fields of this scrape
-	groups []*groupEnc // classic groups of this scrape, in order
+	header []byte            // Metric fields before the data: name, description, unit, metadata; empty until built
+	buf    []byte            // encoded data_points fields of this scrape
+	groups []*groupEnc       // classic groups of this scrape, in order
 }
 
 // groupKey identifies a classic histogram or summary point of a target.
@@ -185,7 +184,7 @@ func (tab *seriesTable) add(ls labels.Labels) *entry {
 func (tab *seriesTable) family(key familyKey) *famEnc {
 	f, ok := tab.families[key]
 	if !ok {
-		f = &famEnc{key: familyKey{name: cloneString(key.name), kind: key.kind}}
+		f = &famEnc{key: familyKey{name: strings.Clone(key.name), kind: key.kind}}
 		tab.families[f.key] = f
 	}
 	return f
@@ -205,7 +204,7 @@ func (tab *seriesTable) resource(job, instance string) *resEnc {
 	k := resourceKey{job: job, instance: instance}
 	r, ok := tab.resources[k]
 	if !ok {
-		k = resourceKey{job: cloneString(job), instance: cloneString(instance)}
+		k = resourceKey{job: strings.Clone(job), instance: strings.Clone(instance)}
 		r = &resEnc{key: k}
 		tab.resources[k] = r
 	}
@@ -255,11 +254,4 @@ func (r *resolved) markLive(mark uint64) {
 	if r.group != nil {
 		r.group.live = mark
 	}
-}
-
-func cloneString(s string) string {
-	if s == "" {
-		return ""
-	}
-	return string([]byte(s))
 }
