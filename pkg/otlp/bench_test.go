@@ -5,6 +5,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"runtime"
@@ -23,6 +24,8 @@ import (
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/scrape"
 	"github.com/prometheus/prometheus/storage"
+	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/tsdb/agent"
 	"go.opentelemetry.io/collector/pdata/pmetric"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 )
@@ -381,6 +384,11 @@ scrape_configs:
 		// The pdata path (a Consumer that does not take encoded scrapes),
 		// as allot was before the encoder.
 		{name: "allot-pdata", app: NewAppendable(&encodingConsumer{pdataOnly: true}, Options{}, nil, nil), allotOpt: true},
+		// Prometheus as it runs: in agent mode (scrape → WAL, the
+		// storage remote write reads from: the peer that scrapes and
+		// ships) and as a server (scrape → TSDB head and WAL).
+		{name: "prom-agent", app: benchAgent(b)},
+		{name: "prom-tsdb", app: benchTSDB(b)},
 	}
 	b.ResetTimer()
 	// Two rounds each, alternating, so drift in machine load hits all.
@@ -402,17 +410,38 @@ scrape_configs:
 			b.ReportMetric(perSample[s.name], s.name+"-cpu-ns/sample")
 		}
 	}
-	prom, ok := perSample["prom"]
-	if !ok {
-		return
-	}
-	for _, r := range []struct{ side, metric string }{
-		{"allot", "throughput-ratio"},
-		{"allot-nogzip", "nogzip-throughput-ratio"},
-		{"allot-pdata", "pdata-throughput-ratio"},
+	for _, r := range []struct{ base, side, metric string }{
+		{"prom", "allot", "throughput-ratio"},
+		{"prom", "allot-nogzip", "nogzip-throughput-ratio"},
+		{"prom", "allot-pdata", "pdata-throughput-ratio"},
+		{"prom-agent", "allot", "vs-agent-throughput-ratio"},
+		{"prom-tsdb", "allot", "vs-tsdb-throughput-ratio"},
 	} {
-		if v, ok := perSample[r.side]; ok {
-			b.ReportMetric(prom/v, r.metric)
+		base, ok1 := perSample[r.base]
+		v, ok2 := perSample[r.side]
+		if ok1 && ok2 {
+			b.ReportMetric(base/v, r.metric)
 		}
 	}
+}
+
+// benchAgent opens Prometheus's agent-mode storage (a WAL that remote write
+// reads from) in a temporary directory.
+func benchAgent(b *testing.B) storage.AppendableV2 {
+	db, err := agent.Open(slog.New(slog.DiscardHandler), prometheus.NewRegistry(), nil, b.TempDir(), agent.DefaultOptions())
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = db.Close() })
+	return db
+}
+
+// benchTSDB opens a Prometheus TSDB (head and WAL) in a temporary directory.
+func benchTSDB(b *testing.B) storage.AppendableV2 {
+	db, err := tsdb.Open(b.TempDir(), slog.New(slog.DiscardHandler), prometheus.NewRegistry(), tsdb.DefaultOptions(), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = db.Close() })
+	return db
 }
