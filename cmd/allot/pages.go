@@ -16,6 +16,7 @@ import (
 	"github.com/allot-dev/allot/pkg/leases"
 	"github.com/allot-dev/allot/pkg/targetallocator"
 	"github.com/allot-dev/allot/pkg/web"
+	"github.com/allot-dev/allot/services/discoverer"
 	"github.com/allot-dev/allot/services/rebalancer"
 )
 
@@ -58,13 +59,7 @@ func (o *taOptions) start(g *group, srv *server, file *configfile.File, ks lease
 // one, else from etcd).
 func mountPages(g *group, srv *server, src web.TargetSource, file *configfile.File, rb *rebalancer.Rebalancer, cli *clientv3.Client, ks leases.Keyspace) {
 	srv.mux.Handle("/service-discovery", web.ServiceDiscoveryPage(src))
-	srv.mux.Handle("/config", web.ConfigPage(func() (string, error) {
-		if file == nil || file.Prometheus == nil {
-			return "", fmt.Errorf("no configuration loaded")
-		}
-		b, err := yaml.Marshal(file.Prometheus)
-		return string(b), err
-	}))
+	srv.mux.Handle("/config", web.ConfigPage(effectiveConfig(src, file, rb)))
 	failovers := &web.FailoverLog{}
 	cs := web.ClusterSourceFunc(func(ctx context.Context) (web.Cluster, error) {
 		return clusterView(ctx, rb, cli, ks, failovers)
@@ -88,6 +83,80 @@ func mountPages(g *group, srv *server, src web.TargetSource, file *configfile.Fi
 	})
 	srv.mux.Handle("/cluster", web.ClusterPage(cs))
 	srv.mux.Handle("/api/v1/cluster", web.ClusterAPI(cs))
+}
+
+// effectiveConfig is what /config shows. In a process that runs the
+// discoverer (src is the view built on it) that is the scrape configuration
+// the discoverer runs now: the last one applied, at start or by a reload,
+// with the jobs generated from Prometheus Operator resources; followed by
+// the file's allot: section as read at start, which is what runs (a reload
+// applies scrape configs only). A process without a discoverer says what it
+// runs instead of failing.
+func effectiveConfig(src web.TargetSource, file *configfile.File, rb *rebalancer.Rebalancer) web.ConfigSource {
+	var d *discoverer.Discoverer
+	if v, ok := src.(*discovererView); ok {
+		d = v.d
+	}
+	return func() (web.EffectiveConfig, error) {
+		var c web.EffectiveConfig
+		switch {
+		case d != nil && d.Config() != nil:
+			b, err := yaml.Marshal(d.Config())
+			if err != nil {
+				return c, fmt.Errorf("marshal the running scrape configuration: %w", err)
+			}
+			c.YAML = string(b)
+			c.Note = "The scrape configuration the discoverer runs now (as last applied: at start, by SIGHUP or POST /-/reload, and jobs generated from Prometheus Operator resources), then the allot: section as read at start (a reload applies scrape configurations only)."
+		case d != nil:
+			c.Note = "The discoverer has not applied a configuration yet."
+			return c, nil
+		case file != nil && file.Prometheus != nil:
+			b, err := yaml.Marshal(file.Prometheus)
+			if err != nil {
+				return c, fmt.Errorf("marshal the configuration: %w", err)
+			}
+			c.YAML = string(b)
+			c.Note = "The configuration file as read at start: this process runs no discoverer, so it runs no scrape configuration of its own."
+		case rb != nil:
+			c.Note = "This process runs the rebalancer only: it has no scrape configuration. The discoverer's /config shows the scrape configuration the pool runs; the rebalancer's settings are its command-line flags."
+			return c, nil
+		default:
+			c.Note = "This process runs no discoverer: it has no scrape configuration."
+			return c, nil
+		}
+		allot, err := allotSection(file)
+		if err != nil {
+			return c, err
+		}
+		c.YAML += allot
+		return c, nil
+	}
+}
+
+// allotSection renders the file's allot: section as YAML (empty if it has
+// none).
+func allotSection(file *configfile.File) (string, error) {
+	names, err := file.AllotSections()
+	if err != nil || len(names) == 0 {
+		return "", err
+	}
+	sections := make(map[string]any, len(names))
+	for _, n := range names {
+		raw, _, err := file.AllotRaw(n)
+		if err != nil {
+			return "", err
+		}
+		var v any
+		if err := yaml.Unmarshal(raw, &v); err != nil {
+			return "", fmt.Errorf("allot.%s: %w", n, err)
+		}
+		sections[n] = v
+	}
+	b, err := yaml.Marshal(map[string]any{"allot": sections})
+	if err != nil {
+		return "", fmt.Errorf("marshal the allot section: %w", err)
+	}
+	return string(b), nil
 }
 
 // clusterView builds the cluster page's data.

@@ -2,7 +2,10 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/url"
+	"slices"
 	"strings"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -87,35 +90,88 @@ func scraperTargets(s *scraper.Scraper) web.Targets {
 	return t
 }
 
-// localScrapers merges the catalog with in-process scrapers (allot all).
-func localScrapers(d *discoverer.Discoverer, scrapers []*scraper.Scraper) web.TargetSource {
-	return web.TargetSourceFunc(func(context.Context) (web.Targets, error) {
-		owned := make([]web.Targets, len(scrapers))
-		for i, s := range scrapers {
-			owned[i] = scraperTargets(s)
-		}
-		return web.Merge(catalogTargets(d), owned...), nil
-	})
+// discovererView is the targets view of a process that runs the
+// discoverer: its catalog (every published and dropped target), merged with
+// what the scrapers in this process own and what every other scraper in the
+// pool reports over HTTP; a target no scraper reports on takes its owner
+// from the etcd claims (an OTel Collector's, or a scraper's that did not
+// answer), its health staying unknown.
+type discovererView struct {
+	d   *discoverer.Discoverer
+	cli *clientv3.Client
+	ks  leases.Keyspace
+	// local are the scrapers running in this process (allot all), read
+	// directly; self is the address they advertise, which is not asked
+	// over HTTP.
+	local []*scraper.Scraper
+	self  string
 }
 
-// remoteScrapers merges the catalog with what every registered scraper
-// reports over HTTP (a discoverer in a distributed deployment).
+// localScrapers is the view of allot all: the catalog, the in-process
+// scrapers, and any scraper that joined the pool from another process
+// (self is the address the in-process scrapers advertise).
+func localScrapers(d *discoverer.Discoverer, scrapers []*scraper.Scraper, cli *clientv3.Client, ks leases.Keyspace, self string) web.TargetSource {
+	return &discovererView{d: d, cli: cli, ks: ks, local: scrapers, self: self}
+}
+
+// remoteScrapers is the view of a discoverer in a distributed deployment.
 func remoteScrapers(d *discoverer.Discoverer, cli *clientv3.Client, ks leases.Keyspace) web.TargetSource {
-	return web.TargetSourceFunc(func(ctx context.Context) (web.Targets, error) {
-		if web.LocalScope(ctx) {
-			return catalogTargets(d), nil
+	return &discovererView{d: d, cli: cli, ks: ks}
+}
+
+// Targets builds the view. Its error lists what is missing (members not
+// listed, a scraper that did not answer, claims not read); what it returns
+// is then incomplete, not wrong.
+func (v *discovererView) Targets(ctx context.Context) (web.Targets, error) {
+	owned := make([]web.Targets, 0, len(v.local))
+	for _, s := range v.local {
+		owned = append(owned, scraperTargets(s))
+	}
+	if web.LocalScope(ctx) {
+		if len(v.local) == 0 {
+			return catalogTargets(v.d), nil
 		}
-		members, _, err := leases.ListMembers(ctx, cli, ks)
-		if err != nil {
-			return catalogTargets(d), err
+		// A peer's question: only what this process's scrapers own. The
+		// asker has the catalog; this one's unowned entries would only
+		// compete with the real owner's report.
+		t := web.Merge(web.Targets{}, owned...)
+		t.DroppedTargets = []web.DroppedTarget{}
+		return t, nil
+	}
+	t := catalogTargets(v.d)
+	members, _, err := leases.ListMembers(ctx, v.cli, v.ks)
+	if err != nil {
+		return v.withClaims(ctx, web.Merge(t, owned...), fmt.Errorf("list members: %w", err))
+	}
+	seen := map[string]bool{v.self: true}
+	var addrs []string
+	for _, m := range members {
+		// Collectors poll the Target Allocator API and serve no targets
+		// API; several members of one process share its address.
+		if m.Addr == "" || seen[m.Addr] || (m.Kind != "" && m.Kind != leases.KindScraper) {
+			continue
 		}
-		var addrs []string
-		for _, m := range members {
-			if m.Addr != "" && (m.Kind == "" || m.Kind == "scraper") {
-				addrs = append(addrs, m.Addr)
-			}
-		}
-		owned, err := web.Remote{}.Fetch(ctx, addrs)
-		return web.Merge(catalogTargets(d), owned...), err
-	})
+		seen[m.Addr] = true
+		addrs = append(addrs, m.Addr)
+	}
+	remote, err := web.Remote{}.Fetch(ctx, addrs)
+	return v.withClaims(ctx, web.Merge(t, append(owned, remote...)...), err)
+}
+
+// withClaims fills in, from the etcd claims, the owners of the targets no
+// scraper reported on. The claims are read only when there are such
+// targets: with every owner a scraper that answers, a page view costs no
+// etcd read. err is what went wrong before; a failed read adds to it.
+func (v *discovererView) withClaims(ctx context.Context, t web.Targets, err error) (web.Targets, error) {
+	if !slices.ContainsFunc(t.ActiveTargets, func(a web.ActiveTarget) bool { return a.Scraper == "" }) {
+		return t, err
+	}
+	claims, _, cerr := leases.ListClaims(ctx, v.cli, v.ks)
+	if cerr != nil {
+		return t, errors.Join(err, fmt.Errorf("owners from etcd claims: %w", cerr))
+	}
+	return web.FillOwners(t, func(id string) (string, bool) {
+		c, ok := claims[id]
+		return c.Owner, ok
+	}), err
 }

@@ -5,29 +5,43 @@ import (
 	"fmt"
 	"net/http"
 	"regexp"
+	"strings"
 
 	"go.yaml.in/yaml/v3"
 )
 
-// ConfigSource returns the effective configuration as YAML.
-type ConfigSource func() (string, error)
+// EffectiveConfig is what /config shows.
+type EffectiveConfig struct {
+	// YAML is the configuration the process runs; empty when it runs
+	// none (a rebalancer has no scrape configuration).
+	YAML string `json:"yaml"`
+	// Note says where the configuration comes from, or why there is none.
+	Note string `json:"note,omitempty"`
+}
+
+// ConfigSource returns the effective configuration. It is called on every
+// request, so that the page shows what runs now (after a reload), not what
+// ran at start.
+type ConfigSource func() (EffectiveConfig, error)
 
 type configView struct {
 	nav
-	YAML string
-	Err  string
+	EffectiveConfig
+	Err string
 }
 
 // ConfigPage serves /config: the effective configuration, with secrets
 // redacted by RedactYAML whatever the source gives (marshalling Prometheus
-// configs shows secrets in a process that runs a discoverer).
-// ?format=json gives {"yaml": "..."} in the Prometheus API envelope, as
-// Prometheus's /api/v1/status/config does; ?format=yaml the bare text.
+// configs shows secrets in a process that runs a discoverer), and a note
+// saying where it comes from. ?format=json gives {"yaml": "...", "note":
+// "..."} in the Prometheus API envelope, as Prometheus's
+// /api/v1/status/config does; ?format=yaml the bare text (the note as a
+// comment).
 func ConfigPage(src ConfigSource) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		text, err := src()
-		if err == nil {
-			text, err = RedactYAML(text)
+		c, err := src()
+		if err == nil && c.YAML != "" {
+			c.YAML, err = RedactYAML(c.YAML)
 		}
 		if err != nil {
 			if wantsJSON(r) {
@@ -41,11 +55,14 @@ func ConfigPage(src ConfigSource) http.Handler {
 		switch {
 		case r.URL.Query().Get("format") == "yaml":
 			w.Header().Set("Content-Type", "application/yaml; charset=utf-8")
-			_, _ = w.Write([]byte(text))
+			if c.Note != "" {
+				_, _ = w.Write([]byte("# " + strings.ReplaceAll(c.Note, "\n", "\n# ") + "\n"))
+			}
+			_, _ = w.Write([]byte(c.YAML))
 		case wantsJSON(r):
-			WriteJSON(w, map[string]string{"yaml": text})
+			WriteJSON(w, c)
 		default:
-			render(w, "config.html", configView{nav: nav{Title: "Config", Active: "config"}, YAML: text})
+			render(w, "config.html", configView{nav: nav{Title: "Config", Active: "config"}, EffectiveConfig: c})
 		}
 	})
 }

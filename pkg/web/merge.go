@@ -62,14 +62,50 @@ func Merge(catalog Targets, owned ...Targets) Targets {
 	return out
 }
 
+// Owners says who owns a target by ID, as the etcd claims do; ok is false
+// for a target nobody has claimed.
+type Owners func(id string) (owner string, ok bool)
+
+// FillOwners names the owner of every active target no scraper reported on
+// (Scraper empty) from owners. Such targets are owned by members that do
+// not report scrape state, such as OTel Collectors polling the Target
+// Allocator API, or by a scraper that did not answer: their health stays
+// "unknown", but the page says who has them.
+func FillOwners(t Targets, owners Owners) Targets {
+	for i := range t.ActiveTargets {
+		a := &t.ActiveTargets[i]
+		if a.Scraper != "" {
+			continue
+		}
+		if o, ok := owners(a.ID); ok {
+			a.Scraper = o
+			if a.Health == "" {
+				a.Health = "unknown"
+			}
+		}
+	}
+	return t
+}
+
+// UnreachableError is a peer whose targets could not be fetched. A view
+// missing only such peers is incomplete, not failed: see TargetsAPI.
+type UnreachableError struct {
+	Addr string
+	Err  error
+}
+
+func (e *UnreachableError) Error() string { return fmt.Sprintf("targets from %s: %v", e.Addr, e.Err) }
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
 // Remote fetches /api/v1/targets from other allot processes.
 type Remote struct {
 	Client *http.Client
 }
 
 // Fetch asks every address (host:port) concurrently. It returns what it got
-// and an error naming each address that failed, so one dead scraper doesn't
-// blank the whole view.
+// and an error naming each address that failed (errors.Join of
+// *UnreachableError), so one dead scraper doesn't blank the whole view.
 func (r Remote) Fetch(ctx context.Context, addrs []string) ([]Targets, error) {
 	client := r.Client
 	if client == nil {
@@ -89,7 +125,7 @@ func (r Remote) Fetch(ctx context.Context, addrs []string) ([]Targets, error) {
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil {
-				errs = append(errs, fmt.Errorf("targets from %s: %w", addr, err))
+				errs = append(errs, &UnreachableError{Addr: addr, Err: err})
 				return
 			}
 			out = append(out, t)

@@ -23,10 +23,10 @@ func pageTargets() Targets {
 				DiscoveredLabels: map[string]string{"__address__": "10.0.0.1:9100", "__meta_kubernetes_pod_name": "node-exporter-a"}},
 			{ID: "b", ScrapePool: "node", ScrapeURL: "http://10.0.0.2:9100/metrics", Labels: map[string]string{"instance": "10.0.0.2:9100"}},
 			{ID: "c", ScrapePool: "api", ScrapeURL: "http://api:8080/metrics", Labels: map[string]string{"team": "<script>alert(1)</script>"}},
-			{ID: "d", ScrapePool: "api", ScrapeURL: "http://api-2:8080/metrics", Labels: map[string]string{"instance": "api-2:8080"}},
+			{ID: "7f3e9a1c2b4d6e80", ScrapePool: "api", ScrapeURL: "http://api-2:8080/metrics", Labels: map[string]string{"instance": "api-2:8080"}},
 		},
 		DroppedTargets: []DroppedTarget{{ScrapePool: "node", DiscoveredLabels: map[string]string{"__address__": "10.0.0.9:22"},
-			Reason: `relabel_configs[0] action "keep" on [__meta_kubernetes_pod_container_port_name]`}},
+			Reason: `relabel_configs[0] (action keep, source_labels [__meta_kubernetes_pod_container_port_name], regex "metrics") dropped it`}},
 		DroppedTargetCounts: map[string]int{"node": 1},
 	},
 		Targets{ActiveTargets: []ActiveTarget{
@@ -69,6 +69,8 @@ func TestTargetsPageFilters(t *testing.T) {
 		{"?scraper=%28unowned%29", []string{"api-2"}, []string{"10.0.0.1:9100/metrics</a>"}, 1},
 		{"?q=refused", []string{"api:8080"}, nil, 1},
 		{"?q=10.0.0", nil, []string{"api-2:8080/metrics</a>"}, 2},
+		// /cluster links a moved target by its ID.
+		{"?q=7f3e9a1c2b4d6e80", []string{"api-2"}, []string{"10.0.0.1:9100/metrics</a>"}, 1},
 		{"?limit=1", []string{"Showing the first 1 of 4"}, nil, 1},
 	} {
 		t.Run(tc.query, func(t *testing.T) {
@@ -154,8 +156,8 @@ func TestServiceDiscoveryPage(t *testing.T) {
 		query       string
 		has, hasNot []string
 	}{
-		{"", []string{`__meta_kubernetes_pod_name=&#34;node-exporter-a&#34;`, `instance=&#34;10.0.0.1:9100&#34;`, "dropped", `action &#34;keep&#34;`, "1 dropped"}, nil},
-		{"?show=dropped", []string{"10.0.0.9:22", "action &#34;keep&#34;"}, []string{"node-exporter-a"}},
+		{"", []string{`__meta_kubernetes_pod_name=&#34;node-exporter-a&#34;`, `instance=&#34;10.0.0.1:9100&#34;`, "dropped", `relabel_configs[0] (action keep, source_labels [__meta_kubernetes_pod_container_port_name], regex &#34;metrics&#34;) dropped it`, "1 dropped"}, nil},
+		{"?show=dropped", []string{"10.0.0.9:22", "action keep"}, []string{"node-exporter-a"}},
 		{"?show=active", []string{"node-exporter-a"}, []string{"10.0.0.9:22"}},
 		{"?job=api", []string{"api-2"}, []string{"node-exporter-a", "10.0.0.9:22"}},
 		{"?q=keep", []string{"10.0.0.9:22"}, []string{"node-exporter-a"}},
@@ -321,7 +323,7 @@ exporters:
     api_key: k-111
     empty_password: ""
 `
-	h := ConfigPage(func() (string, error) { return cfg, nil })
+	h := ConfigPage(func() (EffectiveConfig, error) { return EffectiveConfig{YAML: cfg}, nil })
 	for _, format := range []string{"", "?format=yaml", "?format=json"} {
 		t.Run(format, func(t *testing.T) {
 			code, body := get(t, h, "/config"+format)
@@ -349,10 +351,33 @@ exporters:
 	if err := json.Unmarshal([]byte(body), &resp); err != nil || strings.Count(resp.Data.YAML, "<secret>") != 8 {
 		t.Errorf("JSON form: %v, %d secrets redacted, want 8:\n%s", err, strings.Count(resp.Data.YAML, "<secret>"), resp.Data.YAML)
 	}
-	if code, _ := get(t, ConfigPage(func() (string, error) { return "", errors.New("no config") }), "/config"); code != 500 {
+	if code, _ := get(t, ConfigPage(func() (EffectiveConfig, error) { return EffectiveConfig{}, errors.New("no config") }), "/config"); code != 500 {
 		t.Errorf("failing source: code %d", code)
 	}
-	if code, _ := get(t, ConfigPage(func() (string, error) { return "a: [", nil }), "/config"); code != 500 {
+	if code, _ := get(t, ConfigPage(func() (EffectiveConfig, error) { return EffectiveConfig{YAML: "a: ["}, nil }), "/config"); code != 500 {
 		t.Errorf("unparsable config: code %d (it must not be shown unredacted)", code)
+	}
+}
+
+// TestConfigPageNote: a process without a scrape configuration (a
+// rebalancer) answers 200 with a note in every form, not an error.
+func TestConfigPageNote(t *testing.T) {
+	const note = "This process runs the rebalancer only."
+	h := ConfigPage(func() (EffectiveConfig, error) {
+		return EffectiveConfig{YAML: "rebalancer:\n  tolerance: 0.1\n", Note: note}, nil
+	})
+	for _, tc := range []struct{ query, has string }{
+		{"", note},
+		{"?format=yaml", "# " + note + "\nrebalancer:"},
+		{"?format=json", `"note":"` + note + `"`},
+	} {
+		code, body := get(t, h, "/config"+tc.query)
+		if code != 200 || !strings.Contains(body, tc.has) || !strings.Contains(body, "tolerance") {
+			t.Errorf("%q: code %d, body lacks %q or the YAML:\n%s", tc.query, code, tc.has, body)
+		}
+	}
+	empty := ConfigPage(func() (EffectiveConfig, error) { return EffectiveConfig{Note: note}, nil })
+	if code, body := get(t, empty, "/config"); code != 200 || !strings.Contains(body, note) || strings.Contains(body, "<pre>") {
+		t.Errorf("note only: code %d:\n%s", code, body)
 	}
 }

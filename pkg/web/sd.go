@@ -52,7 +52,7 @@ func ServiceDiscoveryPage(src TargetSource) http.Handler {
 		for _, a := range t.ActiveTargets {
 			jobs[a.ScrapePool] = true
 			if show != "dropped" && (tq.job == "" || a.ScrapePool == tq.job) &&
-				(tq.text == "" || containsText(tq.text, a.ScrapeURL, a.Labels, a.DiscoveredLabels)) {
+				(tq.text == "" || containsText(tq.text, a.ID, a.ScrapeURL, a.Labels, a.DiscoveredLabels)) {
 				out.ActiveTargets = append(out.ActiveTargets, a)
 			}
 		}
@@ -71,11 +71,11 @@ func ServiceDiscoveryPage(src TargetSource) http.Handler {
 		}
 		out.Sort()
 		if wantsJSON(r) {
-			if err != nil && len(t.ActiveTargets)+len(t.DroppedTargets) == 0 {
+			if failed(t, err) {
 				WriteError(w, http.StatusServiceUnavailable, "unavailable", err)
 				return
 			}
-			WriteJSON(w, out)
+			writeJSONWarnings(w, out, Warnings(err))
 			return
 		}
 

@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"sort"
 	"time"
@@ -72,12 +73,59 @@ type apiResponse struct {
 	Data      any    `json:"data,omitempty"`
 	ErrorType string `json:"errorType,omitempty"`
 	Error     string `json:"error,omitempty"`
+	// Warnings, as in Prometheus's API: the answer is incomplete, and
+	// each says what is missing.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // WriteJSON writes v as a successful Prometheus API answer.
 func WriteJSON(w http.ResponseWriter, v any) {
+	writeJSONWarnings(w, v, nil)
+}
+
+// writeJSONWarnings writes v as a successful answer that may be incomplete.
+func writeJSONWarnings(w http.ResponseWriter, v any, warnings []string) {
 	w.Header().Set("Content-Type", "application/json")
-	_ = json.NewEncoder(w).Encode(apiResponse{Status: "success", Data: v})
+	_ = json.NewEncoder(w).Encode(apiResponse{Status: "success", Data: v, Warnings: warnings})
+}
+
+// Warnings splits a source's error into one warning per failure (one per
+// unreachable scraper when it comes from Remote.Fetch).
+func Warnings(err error) []string {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []string
+		for _, e := range j.Unwrap() {
+			out = append(out, Warnings(e)...)
+		}
+		return out
+	}
+	return []string{err.Error()}
+}
+
+// partial reports whether every failure in err is a peer that did not
+// answer (see UnreachableError): the rest of the view is sound.
+func partial(err error) bool {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		for _, e := range j.Unwrap() {
+			if !partial(e) {
+				return false
+			}
+		}
+		return true
+	}
+	var u *UnreachableError
+	return errors.As(err, &u)
+}
+
+// failed reports whether a source's answer is a failure, to be answered
+// with 503, rather than an incomplete view, to be served with warnings:
+// there is an error, nothing came back, and the error is not just peers
+// that did not answer (then an empty view is the honest answer).
+func failed(t Targets, err error) bool {
+	return err != nil && len(t.ActiveTargets)+len(t.DroppedTargets) == 0 && !partial(err)
 }
 
 // writeJSONBody writes v as JSON without the API envelope.
@@ -107,6 +155,12 @@ func LocalScope(ctx context.Context) bool {
 // TargetsAPI serves GET /api/v1/targets with Prometheus's query parameter
 // `state` (active, dropped, any) and `scrapePool`, plus `scraper` and
 // `scope=local` (see LocalScope).
+//
+// When some sources do not answer (a scraper is down), the answer is still
+// 200 with what the others gave, and `warnings` names each missing source,
+// as Prometheus's API does for partial answers: a dead scraper must not
+// blank the view of the live ones. 503 is left for a source that gave
+// nothing at all for another reason (etcd unreachable, empty catalog).
 func TargetsAPI(src TargetSource) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
@@ -115,12 +169,12 @@ func TargetsAPI(src TargetSource) http.Handler {
 			ctx = context.WithValue(ctx, localScopeKey{}, true)
 		}
 		t, err := src.Targets(ctx)
-		if err != nil {
+		if failed(t, err) {
 			WriteError(w, http.StatusServiceUnavailable, "unavailable", err)
 			return
 		}
 		t = Filter(t, r.URL.Query().Get("state"), r.URL.Query().Get("scrapePool"), r.URL.Query().Get("scraper"), "")
-		WriteJSON(w, t)
+		writeJSONWarnings(w, t, Warnings(err))
 	})
 }
 

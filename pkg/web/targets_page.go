@@ -84,7 +84,8 @@ func (tq targetQuery) matches(a ActiveTarget) bool {
 			return false
 		}
 	}
-	return tq.text == "" || containsText(tq.text, a.ScrapeURL, a.LastError, a.Labels, a.DiscoveredLabels)
+	// The ID too: /cluster links a moved target as /targets?q=<id>.
+	return tq.text == "" || containsText(tq.text, a.ID, a.ScrapeURL, a.LastError, a.Labels, a.DiscoveredLabels)
 }
 
 // containsText says whether s (lower case) occurs in any of the strings or
@@ -110,7 +111,7 @@ func containsText(s string, in ...any) bool {
 // TargetsPage serves the /targets page: every target grouped by job, with
 // its owner, state, last scrape, duration, series and error. Query
 // parameters: job (also pool), state (up, down, unknown), scraper (an ID,
-// or "(unowned)"), q (text in the URL, labels or error), limit (rows,
+// or "(unowned)"), q (text in the ID, URL, labels or error), limit (rows,
 // default 1000, 0 = all). ?format=json gives the matching targets in the
 // /api/v1/targets shape.
 func TargetsPage(src TargetSource) http.Handler {
@@ -135,11 +136,11 @@ func TargetsPage(src TargetSource) http.Handler {
 		}
 		matching.Sort()
 		if wantsJSON(r) {
-			if err != nil && len(t.ActiveTargets) == 0 {
+			if failed(t, err) {
 				WriteError(w, http.StatusServiceUnavailable, "unavailable", err)
 				return
 			}
-			WriteJSON(w, matching)
+			writeJSONWarnings(w, matching, Warnings(err))
 			return
 		}
 

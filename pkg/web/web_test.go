@@ -3,6 +3,7 @@ package web
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -159,5 +160,89 @@ func TestRemoteFetchOfItself(t *testing.T) {
 	}
 	if n := requests.Load(); n != 2 {
 		t.Fatalf("%d requests served, want 2 (the view and one local peer request)", n)
+	}
+}
+
+// TestTargetsAPIWarnings: a scraper that does not answer makes the answer
+// incomplete, not failed: 200, what the others gave, and a warning naming
+// it. Only a source that gives nothing for another reason answers 503.
+func TestTargetsAPIWarnings(t *testing.T) {
+	catalog, s1, _ := catalogAndOwned()
+	up := httptest.NewServer(TargetsAPI(TargetSourceFunc(func(context.Context) (Targets, error) { return s1, nil })))
+	defer up.Close()
+	down := httptest.NewServer(http.NotFoundHandler())
+	downAddr := strings.TrimPrefix(down.URL, "http://")
+	down.Close()
+	upAddr := strings.TrimPrefix(up.URL, "http://")
+	fanOut := func(cat Targets, addrs ...string) TargetSource {
+		return TargetSourceFunc(func(ctx context.Context) (Targets, error) {
+			owned, err := Remote{}.Fetch(ctx, addrs)
+			return Merge(cat, owned...), err
+		})
+	}
+	for _, tc := range []struct {
+		name     string
+		src      TargetSource
+		code     int
+		active   int
+		warnings []string
+	}{
+		{"all answer", fanOut(catalog, upAddr), 200, 3, nil},
+		{"one scraper down", fanOut(catalog, upAddr, downAddr), 200, 3, []string{downAddr}},
+		{"empty catalog, scraper down", fanOut(Targets{}, downAddr), 200, 0, []string{downAddr}},
+		{"nothing, and not a peer", TargetSourceFunc(func(context.Context) (Targets, error) {
+			return Targets{}, errors.New("list members: etcd unreachable")
+		}), 503, 0, nil},
+		{"catalog, members not listed", TargetSourceFunc(func(context.Context) (Targets, error) {
+			return catalog, errors.New("list members: etcd unreachable")
+		}), 200, 3, []string{"etcd unreachable"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			code, body := get(t, TargetsAPI(tc.src), "/api/v1/targets")
+			if code != tc.code {
+				t.Fatalf("code %d, want %d: %s", code, tc.code, body)
+			}
+			if code != 200 {
+				return
+			}
+			var resp struct {
+				Status   string   `json:"status"`
+				Data     Targets  `json:"data"`
+				Warnings []string `json:"warnings"`
+			}
+			if err := json.Unmarshal([]byte(body), &resp); err != nil {
+				t.Fatal(err)
+			}
+			if resp.Status != "success" || len(resp.Data.ActiveTargets) != tc.active || len(resp.Warnings) != len(tc.warnings) {
+				t.Fatalf("status %s, %d targets, warnings %q; want %d targets, warnings naming %q", resp.Status, len(resp.Data.ActiveTargets), resp.Warnings, tc.active, tc.warnings)
+			}
+			for i, w := range tc.warnings {
+				if !strings.Contains(resp.Warnings[i], w) {
+					t.Errorf("warning %q does not name %q", resp.Warnings[i], w)
+				}
+			}
+			if tc.warnings == nil && strings.Contains(body, "warnings") {
+				t.Errorf("warnings field on a complete answer: %s", body)
+			}
+		})
+	}
+}
+
+// TestFillOwners: targets no scraper reports on (an OTel collector's) take
+// their owner from the claims; health stays unknown, and a scraper's own
+// report is never overridden.
+func TestFillOwners(t *testing.T) {
+	catalog, s1, _ := catalogAndOwned()
+	claims := map[string]string{"a": "stale-owner", "b": "otel-1"}
+	got := FillOwners(Merge(catalog, s1), func(id string) (string, bool) { o, ok := claims[id]; return o, ok })
+	want := map[string][2]string{"a": {"s1", "up"}, "b": {"otel-1", "unknown"}, "c": {"", "unknown"}}
+	for _, a := range got.ActiveTargets {
+		if w := want[a.ID]; a.Scraper != w[0] || a.Health != w[1] {
+			t.Errorf("target %s: scraper %q health %q, want %q %q", a.ID, a.Scraper, a.Health, w[0], w[1])
+		}
+	}
+	code, body := get(t, TargetsPage(TargetSourceFunc(func(context.Context) (Targets, error) { return got, nil })), "/targets?scraper=otel-1")
+	if code != 200 || !strings.Contains(body, "http://h:2/metrics") || strings.Contains(body, "http://h:1/metrics</a>") {
+		t.Errorf("filter by the collector: code %d\n%s", code, body)
 	}
 }

@@ -17,10 +17,6 @@ import (
 	"github.com/allot-dev/allot/pkg/events"
 )
 
-// ReasonRelabelDropped is the reason given for a target that relabel_configs
-// dropped. Other dropped targets carry the error scrape.PopulateLabels gave.
-const ReasonRelabelDropped = "relabel_configs dropped it"
-
 // catalog is the desired state of the published catalog: every job, every
 // target group each provider of a job has reported, what relabelling made
 // of each of its targets, and which jobs and targets changed since the last
@@ -49,6 +45,7 @@ type catalog struct {
 	// Scratch space of the writer (under mu).
 	lb      *labels.Builder
 	idInput map[string]string
+	reasons *dropReasons
 }
 
 type jobState struct {
@@ -102,6 +99,7 @@ func newCatalog() *catalog {
 		dirtyJobs:    map[string]struct{}{},
 		lb:           labels.NewBuilder(labels.EmptyLabels()),
 		idInput:      map[string]string{},
+		reasons:      newDropReasons(),
 	}
 }
 
@@ -118,6 +116,8 @@ type jobSpec struct {
 func (c *catalog) setJobs(specs map[string]jobSpec) []string {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Cached drop reasons point at rules of the old configs.
+	c.reasons.reset()
 	var touched []string
 	for name, j := range c.jobs {
 		if _, ok := specs[name]; ok {
@@ -278,10 +278,9 @@ func (c *catalog) build(j *jobState, tg *targetgroup.Group) *group {
 	for i, tl := range tg.Targets {
 		lset, err := scrape.PopulateLabels(c.lb, j.cfg, tl, tg.Labels)
 		switch {
-		case err != nil:
-			g.dropped = append(g.dropped, droppedRef{idx: int32(i), reason: err.Error()})
-		case lset.IsEmpty():
-			g.dropped = append(g.dropped, droppedRef{idx: int32(i), reason: ReasonRelabelDropped})
+		case err != nil || lset.IsEmpty():
+			// Only dropped targets pay for finding out why.
+			g.dropped = append(g.dropped, droppedRef{idx: int32(i), reason: c.reasons.explain(j.cfg, tl, tg.Labels, err)})
 		default:
 			id := c.targetID(j.name, lset)
 			// Receivers reject what events.Target.Validate rejects (e.g. a

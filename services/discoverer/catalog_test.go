@@ -5,6 +5,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/config"
@@ -78,7 +79,7 @@ func TestRelabel(t *testing.T) {
 			group: tg("g", nil, addr("h1:80", "__meta_zone", "a"), addr("h2:80", "__meta_zone", "b")),
 			want: want{
 				active:  map[string]map[string]string{"h1:80": {"instance": "h1:80"}},
-				dropped: map[string]string{"h2:80": ReasonRelabelDropped},
+				dropped: map[string]string{"h2:80": `relabel_configs[0] (action keep, source_labels [__meta_zone], regex "a") dropped it`},
 			},
 		},
 		{
@@ -90,8 +91,74 @@ func TestRelabel(t *testing.T) {
 			group: tg("g", nil, addr("h1:80", "__meta_zone", "a"), addr("h2:80", "__meta_zone", "b")),
 			want: want{
 				active:  map[string]map[string]string{"h2:80": {"instance": "h2:80"}},
-				dropped: map[string]string{"h1:80": ReasonRelabelDropped},
+				dropped: map[string]string{"h1:80": `relabel_configs[0] (action drop, source_labels [__meta_zone], regex "a") dropped it`},
 			},
+		},
+		{
+			name: "the rule that drops is named by its index, after rules that keep",
+			relabel: `
+      - source_labels: [__meta_zone]
+        target_label: zone
+      - source_labels: [__address__]
+        modulus: 2
+        target_label: __tmp_shard
+        action: hashmod
+      - source_labels: [zone, __meta_rack]
+        separator: /
+        regex: a/r1
+        action: keep`,
+			group: tg("g", nil, addr("h1:80", "__meta_zone", "a", "__meta_rack", "r1"), addr("h2:80", "__meta_zone", "a", "__meta_rack", "r2")),
+			want: want{
+				active:  map[string]map[string]string{"h1:80": {"zone": "a"}},
+				dropped: map[string]string{"h2:80": `relabel_configs[2] (action keep, source_labels [zone __meta_rack], separator "/", regex "a/r1") dropped it`},
+			},
+		},
+		{
+			name: "keepequal",
+			relabel: `
+      - source_labels: [__meta_port]
+        target_label: __meta_expected_port
+        action: keepequal`,
+			group: tg("g", model.LabelSet{"__meta_expected_port": "80"}, addr("h1:80", "__meta_port", "80"), addr("h2:81", "__meta_port", "81")),
+			want: want{
+				active:  map[string]map[string]string{"h1:80": {"instance": "h1:80"}},
+				dropped: map[string]string{"h2:81": `relabel_configs[0] (action keepequal, source_labels [__meta_port], target_label __meta_expected_port) dropped it`},
+			},
+		},
+		{
+			name: "dropequal",
+			relabel: `
+      - source_labels: [__meta_port]
+        target_label: __meta_expected_port
+        action: dropequal`,
+			group: tg("g", model.LabelSet{"__meta_expected_port": "80"}, addr("h1:80", "__meta_port", "80"), addr("h2:81", "__meta_port", "81")),
+			want: want{
+				active:  map[string]map[string]string{"h2:81": {"instance": "h2:81"}},
+				dropped: map[string]string{"h1:80": `relabel_configs[0] (action dropequal, source_labels [__meta_port], target_label __meta_expected_port) dropped it`},
+			},
+		},
+		{
+			name: "labelkeep that loses the address names the rule",
+			relabel: `
+      - target_label: team
+        replacement: x
+      - regex: (job|team|__.*_interval__|__scrape_timeout__|__scheme__|__metrics_path__)
+        action: labelkeep`,
+			group: tg("g", nil, addr("h1:80")),
+			want:  want{dropped: map[string]string{"h1:80": `no address: relabel_configs[1] (action labelkeep, regex "(job|team|__.*_interval__|__scrape_timeout__|__scheme__|__metrics_path__)") removed __address__`}},
+		},
+		{
+			name: "replace that empties the address names the rule",
+			relabel: `
+      - source_labels: [__meta_ip]
+        target_label: __address__`,
+			group: tg("g", nil, addr("h1:80")),
+			want:  want{dropped: map[string]string{"h1:80": `no address: relabel_configs[0] (action replace, source_labels [__meta_ip], target_label __address__, replacement "$1") removed __address__`}},
+		},
+		{
+			name:  "discovered without an address",
+			group: tg("g", nil, model.LabelSet{"__meta_pod": "p"}),
+			want:  want{dropped: map[string]string{"": "no address: discovered without __address__"}},
 		},
 		{
 			name: "replace",
@@ -131,7 +198,7 @@ func TestRelabel(t *testing.T) {
       - regex: __address__
         action: labeldrop`,
 			group: tg("g", nil, addr("h1:80")),
-			want:  want{dropped: map[string]string{"h1:80": "no address"}},
+			want:  want{dropped: map[string]string{"h1:80": `no address: relabel_configs[0] (action labeldrop, regex "__address__") removed __address__`}},
 		},
 		{
 			name: "bad scrape interval label: dropped with the error",
@@ -139,7 +206,7 @@ func TestRelabel(t *testing.T) {
       - target_label: __scrape_interval__
         replacement: soon`,
 			group: tg("g", nil, addr("h1:80")),
-			want:  want{dropped: map[string]string{"h1:80": "error parsing scrape interval"}},
+			want:  want{dropped: map[string]string{"h1:80": `error parsing scrape interval: not a valid duration string: "soon" (__scrape_interval__ set by relabel_configs[0] (action replace, target_label __scrape_interval__, replacement "soon"))`}},
 		},
 		{
 			name: "a label name receivers reject: dropped, not published",
@@ -446,4 +513,36 @@ func indent(y string) string {
 		}
 	}
 	return strings.Join(lines, "\n") + "\n"
+}
+
+// TestDropReasonsShared checks that targets one rule drops share one reason
+// string (a catalog may hold 100k dropped targets), and that a reload that
+// changes the rules gives the new rule's reason.
+func TestDropReasonsShared(t *testing.T) {
+	c := newCatalog()
+	c.setJobs(jobSpecs(t, loadConfig(t, `
+scrape_configs:
+  - job_name: j
+    relabel_configs:
+      - {source_labels: [__meta_zone], regex: a, action: keep}
+`)))
+	g := tg("g", nil, addr("h1:80", "__meta_zone", "b"), addr("h2:80", "__meta_zone", "b"), addr("h3:80", "__meta_zone", "a"))
+	c.apply([]update{{job: "j", provider: 1, groups: []*targetgroup.Group{g}}})
+	_, dropped := c.list()
+	require.Len(t, dropped, 2)
+	require.Equal(t, `relabel_configs[0] (action keep, source_labels [__meta_zone], regex "a") dropped it`, dropped[0].Reason)
+	require.Same(t, unsafe.StringData(dropped[0].Reason), unsafe.StringData(dropped[1].Reason), "one string per rule")
+
+	c.setJobs(jobSpecs(t, loadConfig(t, `
+scrape_configs:
+  - job_name: j
+    relabel_configs:
+      - {target_label: x, replacement: y}
+      - {source_labels: [__meta_zone], regex: b, action: drop}
+`)))
+	_, dropped = c.list()
+	require.Len(t, dropped, 2)
+	for _, d := range dropped {
+		require.Equal(t, `relabel_configs[1] (action drop, source_labels [__meta_zone], regex "b") dropped it`, d.Reason)
+	}
 }

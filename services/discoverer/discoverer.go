@@ -127,6 +127,9 @@ type Discoverer struct {
 	pub          publisher // owned by the publish loop
 
 	applyMu sync.Mutex // serialises ApplyConfig
+	// current is the config the catalog holds: the last one ApplyConfig
+	// applied, for the /config page.
+	current atomic.Pointer[config.Config]
 	// publishTrigger coalesces change notifications: one slot.
 	publishTrigger chan struct{}
 
@@ -263,6 +266,9 @@ func (d *Discoverer) applyConfig(c *config.Config) error {
 	// Jobs first: updates from new providers must find their job, and
 	// late updates from providers about to stop must find theirs gone.
 	touched := d.cat.setJobs(specs)
+	// From here on the catalog's jobs are c's, whatever service discovery
+	// makes of its SD configs below.
+	d.current.Store(c)
 	d.tap.takeFailures()
 	if err := d.mgr.ApplyConfig(sd); err != nil {
 		return fmt.Errorf("apply config: service discovery: %w", err)
@@ -423,6 +429,11 @@ func (d *Discoverer) updateJobMetrics(jobs []string) {
 	}
 }
 
+// Config returns the config that is running: the last one ApplyConfig
+// applied (also when some of its SD configs could not start), or nil
+// before the first. It is shared: callers must not modify it.
+func (d *Discoverer) Config() *config.Config { return d.current.Load() }
+
 // IsLeader reports whether this discoverer currently holds the election.
 func (d *Discoverer) IsLeader() bool { return d.leader.Load() }
 
@@ -446,8 +457,10 @@ type TargetInfo struct {
 type DroppedTarget struct {
 	Job              string
 	DiscoveredLabels map[string]string
-	// Reason is [ReasonRelabelDropped] or the error of
-	// scrape.PopulateLabels (no address, bad scrape interval...).
+	// Reason says why: the relabel_configs rule that dropped it
+	// (`relabel_configs[2] (action keep, source_labels [__meta_x], regex
+	// "foo") dropped it`), or what scrape.PopulateLabels found wrong (no
+	// address, a bad scrape interval...) and the rule that caused it.
 	Reason string
 }
 

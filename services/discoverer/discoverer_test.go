@@ -380,6 +380,7 @@ scrape_configs:
 	waitBucketAddrs(t, js, "a1:80", "a2:80", "b1:80", "b2:80", "b3:80")
 	require.True(t, waitFor(eventually, d.Ready))
 	require.Equal(t, 1.0, testutil.ToFloat64(d.m.reloadSuccessful))
+	require.Same(t, both, d.Config(), "Config is the running config")
 
 	// Job b goes: its job and its three targets are deleted, a is untouched.
 	published := testutil.ToFloat64(d.m.publishedSinceStart)
@@ -424,6 +425,8 @@ scrape_configs:
 	require.Error(t, err)
 	require.Contains(t, err.Error(), `job "k8s": kubernetes_sd_configs`)
 	require.Equal(t, 0.0, testutil.ToFloat64(d.m.reloadSuccessful))
+	withK8s := d.Config()
+	require.Len(t, withK8s.ScrapeConfigs, 2, "a config applied without some SD configs is the running one")
 	require.True(t, waitFor(eventually, func() bool {
 		jobs, _ := bucket(t, js)
 		_, ok := jobs["k8s"]
@@ -432,6 +435,10 @@ scrape_configs:
 	waitBucketAddrs(t, js, "a1:80", "a2:80")
 
 	require.ErrorContains(t, d.ApplyConfig(nil), "no config")
+	dup := loadConfig(t, "scrape_configs:\n  - job_name: a\n")
+	dup.ScrapeConfigs = append(dup.ScrapeConfigs, dup.ScrapeConfigs[0])
+	require.ErrorContains(t, d.ApplyConfig(dup), "defined twice")
+	require.Same(t, withK8s, d.Config(), "a config refused before anything is applied leaves the last one running")
 }
 
 func TestRelabelChangeRepublishes(t *testing.T) {
@@ -464,7 +471,7 @@ scrape_configs:
 	}
 	_, dropped := d.Targets()
 	require.Len(t, dropped, 1)
-	require.Equal(t, ReasonRelabelDropped, dropped[0].Reason)
+	require.Equal(t, `relabel_configs[0] (action drop, source_labels [__address__], regex "a1.*") dropped it`, dropped[0].Reason)
 	require.Equal(t, "a1:80", dropped[0].DiscoveredLabels["__address__"])
 	requireBucketIsCatalog(t, js, d.Discoverer)
 }
