@@ -190,27 +190,6 @@ func asObjects[T any, PT interface {
 	return out
 }
 
-// Exactly the rights allot's code uses (see deploy/k8s/base/rbac.yaml and
-// docs/prometheus-cr.md): informers list and watch; credentials and CAs are
-// read by name; kubelets and the API server are scraped.
-var wantRules = []string{
-	"/endpoints:list", "/endpoints:watch",
-	"/namespaces:list", "/namespaces:watch",
-	"/nodes:list", "/nodes:watch",
-	"/nodes/metrics:get",
-	"/pods:list", "/pods:watch",
-	"/services:list", "/services:watch",
-	"/configmaps:get",
-	"/secrets:get",
-	"discovery.k8s.io/endpointslices:list", "discovery.k8s.io/endpointslices:watch",
-	"networking.k8s.io/ingresses:list", "networking.k8s.io/ingresses:watch",
-	"monitoring.coreos.com/podmonitors:list", "monitoring.coreos.com/podmonitors:watch",
-	"monitoring.coreos.com/probes:list", "monitoring.coreos.com/probes:watch",
-	"monitoring.coreos.com/scrapeconfigs:list", "monitoring.coreos.com/scrapeconfigs:watch",
-	"monitoring.coreos.com/servicemonitors:list", "monitoring.coreos.com/servicemonitors:watch",
-	"url /metrics:get",
-}
-
 // ruleSet flattens policy rules into "group/resource:verb" and "url U:verb".
 func ruleSet(t *testing.T, rules []rbacv1.PolicyRule) []string {
 	t.Helper()
@@ -381,40 +360,6 @@ func findConfigMap(t *testing.T, r *rendered, prefix string) *corev1.ConfigMap {
 		}
 	}
 	return found
-}
-
-func checkRBAC(t *testing.T, r *rendered, ns string) {
-	role := r.roles["allot"]
-	if role == nil {
-		t.Fatal("no ClusterRole allot")
-	}
-	for _, rule := range role.Rules {
-		for _, s := range slices.Concat(rule.Verbs, rule.Resources, rule.APIGroups, rule.NonResourceURLs) {
-			if strings.Contains(s, "*") {
-				t.Errorf("rule %v: wildcard %q", rule, s)
-			}
-		}
-	}
-	got := ruleSet(t, role.Rules)
-	want := slices.Clone(wantRules)
-	sort.Strings(want)
-	if !slices.Equal(got, want) {
-		t.Errorf("ClusterRole allot grants\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
-	}
-	b := r.bindings["allot"]
-	if b == nil {
-		t.Fatal("no ClusterRoleBinding allot")
-	}
-	if b.RoleRef.Kind != "ClusterRole" || r.roles[b.RoleRef.Name] == nil {
-		t.Errorf("ClusterRoleBinding allot refers to %s %s, not a rendered ClusterRole", b.RoleRef.Kind, b.RoleRef.Name)
-	}
-	if len(b.Subjects) != 1 {
-		t.Fatalf("ClusterRoleBinding allot: %d subjects, want 1", len(b.Subjects))
-	}
-	s := b.Subjects[0]
-	if s.Kind != "ServiceAccount" || s.Namespace != ns || r.accounts[s.Name] == nil {
-		t.Errorf("ClusterRoleBinding allot binds %s %s/%s, want the rendered ServiceAccount in %s", s.Kind, s.Namespace, s.Name, ns)
-	}
 }
 
 // checkAllotPod checks the pod template of an allot role.

@@ -2,12 +2,16 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -48,6 +52,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		dCfg        discoverer.Config
 		crOpts      crOptions
 		taOpts      taOptions
+		place       placementOptions
 		listen      string
 		dataDir     string
 		etcdListen  string
@@ -66,6 +71,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	dCfg.RegisterFlags(fs)
 	crOpts.register(fs)
 	taOpts.register(fs)
+	place.register(fs)
 	fs.StringVar(&listen, "web.listen-address", ":8080", "Address to serve the status pages, API and metrics on.")
 	fs.StringVar(&dataDir, "data.dir", "data", "Directory for the embedded etcd and NATS data (and export queues).")
 	fs.StringVar(&etcdListen, "etcd.listen-address", "127.0.0.1:0", "Client address of the embedded etcd; port 0 picks a free port.")
@@ -141,18 +147,30 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 
 		// Without an exporter configured, samples go to an in-process sink
 		// shown at /sink/, so the whole path is real from the first run.
+		// A scraper joining from another process needs an exporter too:
+		// the join command names the same one.
+		joinExport := " <the exporter flags given here>"
 		if !expOpts.configured(fs, file) {
 			snk := sink.New(1000)
 			srv.mux.Handle("/sink/", http.StripPrefix("/sink", snk.Handler()))
-			if err := fs.Set("otlp.endpoint", "http://"+loopback(srv.Addr())+"/sink"); err != nil {
+			sinkURL := "http://" + loopback(srv.Addr()) + "/sink"
+			if err := fs.Set("otlp.endpoint", sinkURL); err != nil {
 				return err
 			}
+			joinExport = " --otlp.endpoint=" + sinkURL
+		} else if f := fs.Lookup("otlp.endpoint"); f != nil && f.Value.String() != "" {
+			joinExport = " --otlp.endpoint=" + f.Value.String()
+		} else if cfgOpts.file != "" {
+			joinExport = " --config.file=" + cfgOpts.file // its allot.exporters
 		}
 		exp, err := expOpts.start(fs, file, srv, logger)
 		if err != nil {
 			return err
 		}
-		defer stopExporters(exp, logger)
+		// On the way out, stopped after the scrapers (which feed them) and
+		// before the HTTP server (which may serve the sink they flush to).
+		stopExp := sync.OnceFunc(func() { stopExporters(exp, logger) })
+		defer stopExp()
 
 		ks := cluster.keyspace()
 		if dCfg.ID == "" {
@@ -169,6 +187,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 			c.ID = fmt.Sprintf("scraper-%d", i)
 			c.Addr = loopback(srv.Addr())
 			c.Keyspace, c.Session, c.Events = ks, session, evCfg
+			c.ZoneAware = place.zoneAware
 			reg := prometheus.WrapRegistererWith(prometheus.Labels{"member": c.ID}, srv.reg)
 			s, err := startScraper(g, c, conn.etcd, conn.js, exp, reg, logger)
 			if err != nil {
@@ -178,6 +197,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		}
 		rb := rbCfg
 		rb.ID, rb.Keyspace, rb.Session = "rebalancer-0", ks, session
+		rb.ZoneAware = place.zoneAware
 		rbal, err := startRebalancer(g, srv, rb, conn.etcd, logger)
 		if err != nil {
 			return err
@@ -186,10 +206,10 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 			return err
 		}
 
-		src := localScrapers(d, scrapers)
+		src := localScrapers(d, scrapers, conn.etcd, ks, loopback(srv.Addr()))
 		mountTargets(srv, src)
 		mountPages(g, srv, src, file, rbal, conn.etcd, ks)
-		g.Go("http", func(ctx context.Context) error { return srv.serve(ctx, logger) })
+		stopHTTP := serveUntilStopped(g, srv, logger)
 
 		fmt.Fprintf(os.Stderr, `
 allot is running: %d scrapers, discoverer, rebalancer
@@ -199,10 +219,47 @@ allot is running: %d scrapers, discoverer, rebalancer
   embedded etcd   %s
   embedded NATS   %s
 Join more scrapers with:
-  allot scraper --etcd.endpoints=%s --nats.url=%s --web.listen-address=127.0.0.1:0
+  allot scraper --etcd.endpoints=%s --nats.url=%s --web.listen-address=127.0.0.1:0%s
 
-`, nScrapers, loopback(srv.Addr()), loopback(srv.Addr()), loopback(srv.Addr()), etcd.Endpoint(), nsrv.URL(), etcd.Endpoint(), nsrv.URL())
-		return g.Wait()
+`, nScrapers, loopback(srv.Addr()), loopback(srv.Addr()), loopback(srv.Addr()), etcd.Endpoint(), nsrv.URL(), etcd.Endpoint(), nsrv.URL(), joinExport)
+		err = g.Wait()
+		// The scrapers have stopped: flush what the exporters hold while
+		// the sink is still served, then stop serving.
+		stopExp()
+		return errors.Join(err, stopHTTP())
+	}
+}
+
+// serveUntilStopped serves srv until the returned function is called, and
+// not merely until g stops: in allot all the built-in sink the exporters
+// send to is served on srv, and the exporters flush after g has stopped the
+// scrapers. Stopping the server with g made a shutdown that caught the
+// exporters holding samples (most, with a few dozen targets) wait out their
+// 10 s flush timeout against a closed port and lose those samples. A server
+// that fails still stops g. The returned function stops the
+// server and returns its error if g has not already reported it.
+func serveUntilStopped(g *group, srv *server, logger *slog.Logger) func() error {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(g.ctx))
+	done := make(chan error, 1)
+	go func() { done <- srv.serve(ctx, logger) }()
+	var failed atomic.Bool
+	g.Go("http", func(gctx context.Context) error {
+		select {
+		case err := <-done:
+			failed.Store(true)
+			done <- err // for the stop function
+			return err
+		case <-gctx.Done():
+			return nil
+		}
+	})
+	return func() error {
+		cancel()
+		err := <-done
+		if failed.Load() {
+			return nil // g.Wait returned it
+		}
+		return err
 	}
 }
 

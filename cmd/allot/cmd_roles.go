@@ -32,6 +32,17 @@ func (o *roleOptions) register(fs *flag.FlagSet) {
 	fs.StringVar(&o.dataDir, "data.dir", "data", "Directory for local state (export queues).")
 }
 
+// placementOptions are the placement flags the scrapers and the rebalancer
+// must agree on, so one flag sets both (in `allot all` too).
+type placementOptions struct {
+	zoneAware bool
+}
+
+func (o *placementOptions) register(fs *flag.FlagSet) {
+	fs.BoolVar(&o.zoneAware, "placement.zone-aware", false,
+		"Keep each target on the scrapers of its zone (the target's --scraper.zone-label, the scrapers' --scraper.zone) when its zone has one. Set it alike on scrapers and rebalancers.")
+}
+
 func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	var (
 		o     roleOptions
@@ -40,6 +51,7 @@ func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		dCfg  discoverer.Config
 		cr    crOptions
 		ta    taOptions
+		tlsO  tlsOptions
 	)
 	o.register(fs)
 	cfg.register(fs)
@@ -47,8 +59,15 @@ func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	dCfg.RegisterFlags(fs)
 	cr.register(fs)
 	ta.register(fs)
+	tlsO.register(fs)
 	return func(ctx context.Context, _ []string) error {
 		logger, err := o.log.logger()
+		if err != nil {
+			return err
+		}
+		// A bad certificate pair fails at once, not after etcd and NATS
+		// are reached.
+		tlsCfg, err := tlsO.config()
 		if err != nil {
 			return err
 		}
@@ -63,6 +82,7 @@ func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if err != nil {
 			return err
 		}
+		srv.serveTLS(tlsCfg)
 		conn, err := connect(ctx, &o.cluster, "allot-discoverer", logger)
 		if err != nil {
 			return err
@@ -94,6 +114,7 @@ func scraperFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		session leases.SessionConfig
 		evCfg   events.Config
 		scCfg   scraper.Config
+		place   placementOptions
 	)
 	o.register(fs)
 	cfg.register(fs)
@@ -101,6 +122,7 @@ func scraperFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 	session.RegisterFlags(fs)
 	evCfg.RegisterFlags(fs)
 	scCfg.RegisterFlags(fs)
+	place.register(fs)
 	return func(ctx context.Context, _ []string) error {
 		logger, err := o.log.logger()
 		if err != nil {
@@ -132,6 +154,7 @@ func scraperFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		g := newGroup(ctx)
 		scCfg.Addr = advertise(srv.Addr(), o.external)
 		scCfg.Keyspace, scCfg.Session, scCfg.Events = o.cluster.keyspace(), session, evCfg
+		scCfg.ZoneAware = place.zoneAware
 		s, err := startScraper(g, scCfg, conn.etcd, conn.js, exp, srv.reg, logger)
 		if err != nil {
 			return err
@@ -147,11 +170,13 @@ func rebalancerFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		o       roleOptions
 		session leases.SessionConfig
 		rbCfg   rebalancer.Config
+		place   placementOptions
 		id      string
 	)
 	o.register(fs)
 	session.RegisterFlags(fs)
 	rbCfg.RegisterFlags(fs)
+	place.register(fs)
 	fs.StringVar(&id, "rebalancer.id", "", "Identity in the leader election (default: hostname).")
 	return func(ctx context.Context, _ []string) error {
 		logger, err := o.log.logger()
@@ -172,6 +197,7 @@ func rebalancerFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		defer cli.Close()
 		g := newGroup(ctx)
 		rbCfg.ID, rbCfg.Keyspace, rbCfg.Session = id, o.cluster.keyspace(), session
+		rbCfg.ZoneAware = place.zoneAware
 		r, err := startRebalancer(g, srv, rbCfg, cli, logger)
 		if err != nil {
 			return err

@@ -9,9 +9,12 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/allot-dev/allot/pkg/embedded"
 )
 
 func TestBadInput(t *testing.T) {
@@ -20,6 +23,13 @@ func TestBadInput(t *testing.T) {
 	if err := os.WriteFile(badCfg, []byte("scrape_configs:\n- job_name: a\n  scrape_intervl: 5s\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// The NATS case needs an etcd that answers: connect reaches etcd first.
+	etcd, err := embedded.StartEtcd(embedded.EtcdConfig{Dir: filepath.Join(dir, "etcd")}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(etcd.Close)
+	deadNATS := "nats://" + closedPort(t)
 	for _, tc := range []struct {
 		name     string
 		args     []string
@@ -33,6 +43,10 @@ func TestBadInput(t *testing.T) {
 		{"invalid config names file, line and field", []string{"discoverer", "--config.file", badCfg}, 1, []string{badCfg, "line 3", "scrape_intervl"}},
 		{"discoverer without config", []string{"discoverer"}, 1, []string{"--config.file is required"}},
 		{"etcd unreachable", []string{"rebalancer", "--etcd.endpoints=http://127.0.0.1:1", "--startup.timeout=1s", "--web.listen-address=127.0.0.1:0"}, 1, []string{"etcd at http://127.0.0.1:1 unreachable after 1s"}},
+		{"nats unreachable", []string{"scraper", "--etcd.endpoints=" + etcd.Endpoint(), "--nats.url=" + deadNATS, "--otlp.endpoint=http://127.0.0.1:1", "--startup.timeout=1s", "--web.listen-address=127.0.0.1:0", "--data.dir=" + dir}, 1, []string{"nats at " + deadNATS + " unreachable after 1s (--startup.timeout)"}},
+		{"tls cert without key", []string{"discoverer", "--web.tls-cert-file=" + badCfg}, 1, []string{"--web.tls-cert-file is set but --web.tls-key-file is not"}},
+		{"tls pair unreadable", []string{"discoverer", "--web.tls-cert-file=" + filepath.Join(dir, "no-cert.pem"), "--web.tls-key-file=" + filepath.Join(dir, "no-key.pem")}, 1, []string{"load --web.tls-cert-file=", "no-cert.pem"}},
+		{"tls pair not PEM", []string{"discoverer", "--web.tls-cert-file=" + badCfg, "--web.tls-key-file=" + badCfg}, 1, []string{"load --web.tls-cert-file=", "bad.yml"}},
 		{"drain without scraper", []string{"drain"}, 1, []string{"usage: allot drain"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -55,6 +69,13 @@ func TestVersionAndHelp(t *testing.T) {
 	if code := run(t.Context(), []string{"help"}, &out, &out); code != 0 || !strings.Contains(out.String(), "scraper") {
 		t.Fatalf("help: code %d, %q", code, out.String())
 	}
+}
+
+// closedPort is a loopback address nothing listens on: it was free a moment
+// ago and is closed again, so connecting to it is refused at once.
+func closedPort(t *testing.T) string {
+	t.Helper()
+	return freeAddr(t)
 }
 
 func freeAddr(t *testing.T) string {
@@ -101,6 +122,7 @@ func TestAllModeScrapesDemoTargets(t *testing.T) {
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
+	checkVerbsAgainst(t, "http://"+addr, 6, []string{"scraper-0", "scraper-1"})
 	resp, err := http.Get("http://" + addr + "/sink/api/v1/stats")
 	if err != nil {
 		t.Fatal(err)
@@ -146,4 +168,43 @@ func allScraped(addr string, want int) (bool, string) {
 		}
 	}
 	return up == want && len(body.Data.ActiveTargets) == want, fmt.Sprintf("%d of %d up and owned", up, len(body.Data.ActiveTargets))
+}
+
+// checkVerbsAgainst runs `allot targets` and `allot status` against a
+// running allot whose targets are all up and owned: every target is a row,
+// up and owned by one of scrapers, and every scraper is a member row.
+func checkVerbsAgainst(t *testing.T, url string, targets int, scrapers []string) {
+	t.Helper()
+	stdout, stderr, err := runVerb(t, targetsVerb, "--url="+url, "--state=up")
+	if err != nil {
+		t.Fatalf("allot targets: %v (%s)", err, stderr)
+	}
+	_, rows := table(t, stdout)
+	if len(rows) != targets {
+		t.Errorf("allot targets --state=up: %d rows, want %d:\n%s", len(rows), targets, stdout)
+	}
+	for _, r := range rows {
+		if len(r) < 4 || r[2] != "up" || !slices.Contains(scrapers, r[3]) {
+			t.Errorf("allot targets: row %q: want up and owned by one of %v", r, scrapers)
+		}
+	}
+	stdout, stderr, err = runVerb(t, statusVerb, "--url="+url)
+	if err != nil {
+		t.Fatalf("allot status: %v (%s)", err, stderr)
+	}
+	sections := strings.Split(stdout, "\n\n")
+	if len(sections) < 2 {
+		t.Fatalf("allot status: no members table:\n%s", stdout)
+	}
+	_, members := table(t, sections[1])
+	var ids []string
+	for _, m := range members {
+		ids = append(ids, m[0])
+		if m[1] != "scraper" {
+			t.Errorf("allot status: member %q: kind %q, want scraper", m[0], m[1])
+		}
+	}
+	if !slices.Equal(ids, scrapers) {
+		t.Errorf("allot status: members %v, want %v:\n%s", ids, scrapers, stdout)
+	}
 }

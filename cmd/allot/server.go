@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -27,6 +28,7 @@ type server struct {
 
 	mu    sync.Mutex
 	ready map[string]func() bool
+	tls   *tls.Config // nil: plain HTTP
 }
 
 // newServer listens at once, so the bound address (with port 0 resolved) is
@@ -71,12 +73,31 @@ func (s *server) notReady() []string {
 	return out
 }
 
+// serveTLS makes serve use TLS with cfg (nil: plain HTTP). Only the
+// discoverer offers it (--web.tls-*): it serves the Target Allocator API,
+// whose secrets are shown over TLS only. Scrapers are fetched from over
+// plain HTTP (web.Remote), and `all` posts to its built-in sink over HTTP.
+func (s *server) serveTLS(cfg *tls.Config) { s.tls = cfg }
+
 // serve serves until ctx ends, then shuts down gracefully.
 func (s *server) serve(ctx context.Context, logger *slog.Logger) error {
-	srv := &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{
+		Handler: s.mux, ReadHeaderTimeout: 10 * time.Second,
+		// TLS handshake failures (no or a wrong client certificate, plain
+		// HTTP to a TLS port) are logged here, through the process's logger.
+		ErrorLog: slog.NewLogLogger(logger.Handler(), slog.LevelInfo),
+	}
 	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(s.ln) }()
-	logger.Info("serving HTTP", "addr", s.Addr())
+	if cfg := s.tls; cfg != nil {
+		// The certificates are in cfg already (tlsOptions.config), so
+		// ServeTLS is given no files.
+		srv.TLSConfig = cfg
+		go func() { errc <- srv.ServeTLS(s.ln, "", "") }()
+		logger.Info("serving HTTPS", "addr", s.Addr(), "client_certificates", cfg.ClientAuth == tls.RequireAndVerifyClientCert)
+	} else {
+		go func() { errc <- srv.Serve(s.ln) }()
+		logger.Info("serving HTTP", "addr", s.Addr())
+	}
 	select {
 	case err := <-errc:
 		return fmt.Errorf("http server: %w", err)
