@@ -89,7 +89,9 @@ func BenchmarkClaim(b *testing.B) {
 // again, as it does each interval: its totals key always, and 1% of all
 // chunks (at least one) change content. etcd-B/eval is what the reading
 // client received from etcd per evaluation (gRPC payloads, listing or
-// watch events). Run:
+// watch events). figures=series reports series only per target (as
+// scrapers before the per-target rates did), figures=all the rates and a
+// zone as well. Run:
 //
 //	go test -run='^$' -bench=BenchmarkLoadEvaluation -benchtime=50x ./pkg/leases/
 //
@@ -100,15 +102,17 @@ func BenchmarkLoadEvaluation(b *testing.B) {
 		sizes = append(sizes, struct{ targets, scrapers int }{800_000, 20})
 	}
 	for _, size := range sizes {
-		for _, mode := range []string{"list", "watch"} {
-			b.Run(fmt.Sprintf("targets=%d/scrapers=%d/%s", size.targets, size.scrapers, mode), func(b *testing.B) {
-				benchLoadEvaluation(b, size.targets, size.scrapers, mode == "watch")
-			})
+		for _, figures := range []string{"series", "all"} {
+			for _, mode := range []string{"list", "watch"} {
+				b.Run(fmt.Sprintf("targets=%d/scrapers=%d/figures=%s/%s", size.targets, size.scrapers, figures, mode), func(b *testing.B) {
+					benchLoadEvaluation(b, size.targets, size.scrapers, mode == "watch", figures == "all")
+				})
+			}
 		}
 	}
 }
 
-func benchLoadEvaluation(b *testing.B, nTargets, scrapers int, watch bool) {
+func benchLoadEvaluation(b *testing.B, nTargets, scrapers int, watch, all bool) {
 	te := startEtcd(b)
 	ks := Keyspace{}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
@@ -122,7 +126,13 @@ func benchLoadEvaluation(b *testing.B, nTargets, scrapers int, watch bool) {
 			l.Scraper = fmt.Sprintf("scraper-%02d", i%scrapers)
 			l.PerTarget = map[string]TargetLoad{}
 		}
-		l.PerTarget[t] = TargetLoad{Series: int64(100 + i%1000)}
+		tl := TargetLoad{Series: int64(100 + i%1000)}
+		if all {
+			tl.SamplesPerSecond = float64(tl.Series) / 15
+			tl.ScrapeSecondsPerSecond = (0.002 + float64(tl.Series)*1e-5) / 15
+			tl.Zone = []string{"eu-west-1a", "eu-west-1b", "eu-west-1c"}[i%3]
+		}
+		l.PerTarget[t] = tl
 		l.Targets++
 	}
 	report := func() {

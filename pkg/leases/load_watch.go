@@ -54,15 +54,15 @@ type LoadWatch struct {
 }
 
 // loadKey is one decoded key under load/: a scraper's totals or one chunk
-// of its per-target series.
+// of its per-target figures.
 type loadKey struct {
 	// rev is the key's ModRevision. It names the version of the key, so
 	// comparing two sets of keys (after each watch response) need not
 	// compare chunk contents.
 	rev     int64
 	scraper string
-	totals  *Load            // nil for a chunk
-	chunk   map[string]int64 // a chunk's series by target
+	totals  *Load                 // nil for a chunk
+	chunk   map[string]TargetLoad // a chunk's figures by target
 }
 
 // mergedChunks is a scraper's chunks merged, and the versions of the chunk
@@ -117,8 +117,8 @@ func (w *LoadWatch) decode(prefix string, kv *mvccpb.KeyValue) (loadKey, error) 
 	w.metrics.bytes.Add(float64(len(kv.Key) + len(kv.Value)))
 	rest := strings.TrimPrefix(string(kv.Key), prefix)
 	if scraper, _, isChunk := strings.Cut(rest, "/"); isChunk {
-		var c map[string]int64
-		if err := json.Unmarshal(kv.Value, &c); err != nil {
+		c, err := decodeChunk(kv.Value)
+		if err != nil {
 			return loadKey{}, fmt.Errorf("decode load chunk %s: %w", kv.Key, err)
 		}
 		return loadKey{rev: kv.ModRevision, scraper: scraper, chunk: c}, nil
@@ -132,7 +132,7 @@ func (w *LoadWatch) decode(prefix string, kv *mvccpb.KeyValue) (loadKey, error) 
 }
 
 // Loads returns the live load reports by scraper ID with their per-target
-// series, as [ListLoads] would have read them at the revision the watch
+// figures, as [ListLoads] would have read them at the revision the watch
 // has reached. The map and every PerTarget map in it are the caller's.
 // Before the first listing is in, Loads waits for it or for ctx to end;
 // once the watch has stopped, it returns [ErrLoadWatchStopped].
@@ -184,7 +184,7 @@ func (w *LoadWatch) mergeChunks(scraper string, ids []string) mergedChunks {
 		return mergedChunks{} // nil PerTarget, as ListLoads has for no chunks
 	}
 	// In key order, as ListLoads reads them: a target in two chunks (only
-	// while a scraper's chunk count changes) gets the same series.
+	// while a scraper's chunk count changes) gets the same figures.
 	slices.Sort(ids)
 	m := mergedChunks{revs: make(map[string]int64, len(ids))}
 	n := 0
@@ -195,9 +195,7 @@ func (w *LoadWatch) mergeChunks(scraper string, ids []string) mergedChunks {
 	for _, id := range ids {
 		k := w.keys[id]
 		m.revs[id] = k.rev
-		for t, series := range k.chunk {
-			m.targets[t] = TargetLoad{Series: series}
-		}
+		maps.Copy(m.targets, k.chunk)
 	}
 	return m
 }

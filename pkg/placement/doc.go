@@ -9,6 +9,14 @@
 // over the same members much faster, with the same results. [RankZones]
 // ranks with zone diversity.
 //
+// Zone awareness (PlanConfig.ZoneAware, off by default) keeps a target
+// whose Zone has members on those members. Scrapers and rebalancer agree on
+// it by construction: a zone-aware scraper claims a target of such a zone
+// when it is the target's preferred member within the zone (rendezvous
+// order restricted to a subset is the full order filtered), and any other
+// target when it is RankZones' first, which is Preferred; Plan places and
+// brings targets home by the same preference.
+//
 // The rebalancer plans over a [Cluster] (members, targets with their load
 // and owner, moves in flight): [Plan] places unowned targets, empties
 // draining members and evens out the load by series with as few moves as it

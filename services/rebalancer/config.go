@@ -52,6 +52,12 @@ type Config struct {
 	// SeriesPerScraper is the load one scraper should carry; the recommended
 	// number of scrapers is derived from it.
 	SeriesPerScraper float64 `yaml:"series_per_scraper"`
+	// ZoneAware plans with placement.PlanConfig.ZoneAware: a target whose
+	// zone (as its owner's load report gives it) has scrapers not draining
+	// is kept on them, and moved back to them when found elsewhere. The
+	// scrapers must claim the same way (scraper.Config.ZoneAware), so the
+	// command sets both from one flag, --placement.zone-aware.
+	ZoneAware bool `yaml:"zone_aware"`
 }
 
 // RegisterFlags adds the --rebalancer.* flags with their defaults to f. The

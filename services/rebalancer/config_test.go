@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 	clientv3 "go.etcd.io/etcd/client/v3"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/allot-dev/allot/pkg/leases"
 )
@@ -99,4 +100,26 @@ func TestNewAppliesDefaultsAndRegisters(t *testing.T) {
 	anon, err := New(Config{}, cli, nil, nil)
 	require.NoError(t, err)
 	require.NotEmpty(t, anon.Status().ID)
+}
+
+// TestZoneAware: zone awareness is off unless asked for, in code or in
+// YAML, and New keeps it.
+func TestZoneAware(t *testing.T) {
+	cli, err := clientv3.New(clientv3.Config{Endpoints: []string{"127.0.0.1:1"}})
+	require.NoError(t, err)
+	defer cli.Close()
+	for _, tc := range []struct {
+		yaml string
+		want bool
+	}{
+		{"interval: 1s\n", false},
+		{"zone_aware: true\n", true},
+	} {
+		var cfg Config
+		require.NoError(t, yaml.Unmarshal([]byte(tc.yaml), &cfg))
+		require.Equal(t, tc.want, cfg.ZoneAware, tc.yaml)
+		r, err := New(cfg, cli, nil, nil)
+		require.NoError(t, err)
+		require.Equal(t, tc.want, r.cfg.ZoneAware, tc.yaml)
+	}
 }

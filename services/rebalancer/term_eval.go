@@ -64,11 +64,11 @@ func (t *term) evaluate(ctx context.Context, loads map[string]leases.Load, plan 
 			draining = true
 		}
 	}
-	if !draining && !t.outOfBalance(members, owned) {
+	if !draining && !t.outOfBalance(members, owned) && !t.reportedAway(loads) {
 		return
 	}
 	c, exact := t.cluster(loads)
-	if !draining && !t.outOfBalance(c.Members, exact) {
+	if !draining && !t.outOfBalance(c.Members, exact) && t.away(c) == 0 {
 		return // the reports lag the claims: balanced after all
 	}
 	start := time.Now()
@@ -76,6 +76,7 @@ func (t *term) evaluate(ctx context.Context, loads map[string]leases.Load, plan 
 		Tolerance:  t.cfg.Tolerance,
 		Hysteresis: t.cfg.Hysteresis,
 		MaxMoves:   t.planSize(),
+		ZoneAware:  t.cfg.ZoneAware,
 	})
 	took := time.Since(start)
 	if len(moves) == 0 {
@@ -182,6 +183,66 @@ func (t *term) outOfBalance(members []placement.Member, owned map[string]*member
 	return hi > mean*(1+t.cfg.Tolerance) || lo < mean*(1-t.cfg.Tolerance)
 }
 
+// homeZones is, when zone-aware, the zones that have a member not
+// draining: a target of such a zone belongs on one of them (placement.Plan
+// keeps it there). nil when not zone-aware.
+func (t *term) homeZones() map[string]bool {
+	if !t.cfg.ZoneAware {
+		return nil
+	}
+	out := map[string]bool{}
+	for id, m := range t.members {
+		if m.Zone != "" && !t.drains[id] {
+			out[m.Zone] = true
+		}
+	}
+	return out
+}
+
+// reportedAway says whether, zone-aware, some load report lists a target
+// outside its zone (it belongs on another zone's scrapers): the cheap
+// check, by the reports, of what away counts exactly. It costs a pass over
+// the reports, which reading them (LoadWatch.Loads) costs anyway.
+func (t *term) reportedAway(loads map[string]leases.Load) bool {
+	home := t.homeZones()
+	if len(home) == 0 {
+		return false
+	}
+	for id, l := range loads {
+		m, ok := t.members[id]
+		if !ok {
+			continue
+		}
+		for _, tl := range l.PerTarget {
+			if tl.Zone != "" && tl.Zone != m.Zone && home[tl.Zone] {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// away counts the targets of c that are owned outside their zone although
+// it has members not draining, leaving out those in motion: the zone moves
+// a zone-aware plan would make.
+func (t *term) away(c placement.Cluster) int {
+	home := t.homeZones()
+	if len(home) == 0 {
+		return 0
+	}
+	zone := make(map[string]string, len(c.Members))
+	for _, m := range c.Members {
+		zone[m.ID] = m.Zone
+	}
+	n := 0
+	for _, tg := range c.Targets {
+		if tg.Zone != "" && home[tg.Zone] && zone[tg.Owner] != tg.Zone && !c.Moving[tg.ID] {
+			n++
+		}
+	}
+	return n
+}
+
 // planSize bounds one plan: enough to keep the rate limit busy for one
 // interval, and at least one full set of concurrent moves. The next plan
 // comes once it has finished, from a fresh view.
@@ -235,9 +296,15 @@ type memberLoad struct {
 }
 
 // cluster builds placement's view: live members, the targets they own by
-// claim with their series, and the targets in motion. Targets whose owner
-// is not a live member are left out: their lease is about to expire and the
-// scrapers will claim them again. It also returns what each member owns.
+// claim with their series (and zones), and the targets in motion. Targets
+// whose owner is not a live member are left out: their lease is about to
+// expire and the scrapers will claim them again. It also returns what each
+// member owns.
+//
+// Zone-aware, a target's zone comes from the load reports, so a target in
+// no report yet (just claimed or moved) has no known zone: it counts as in
+// motion, and stays where it is until its owner reports it, rather than be
+// moved out of its zone and back.
 func (t *term) cluster(loads map[string]leases.Load) (placement.Cluster, map[string]*memberLoad) {
 	ids := sortedKeys(t.members)
 	c := placement.Cluster{
@@ -258,15 +325,21 @@ func (t *term) cluster(loads map[string]leases.Load) (placement.Cluster, map[str
 		if !ok {
 			continue
 		}
-		s := series.fallback
-		if tl, ok := ml.per[target]; ok && tl.Series > 0 {
-			s = float64(tl.Series)
-		} else {
+		tl, reported := ml.per[target]
+		s := float64(tl.Series)
+		if !reported || tl.Series <= 0 {
 			s = series.of(target, cl.Owner)
+		}
+		if t.cfg.ZoneAware && !reported {
+			if other, ok := series.find(target); ok {
+				tl.Zone = other.Zone
+			} else {
+				c.Moving[target] = true
+			}
 		}
 		ml.targets++
 		ml.series += s
-		c.Targets = append(c.Targets, placement.Target{ID: target, Key: targetKey(target), Series: s, Owner: cl.Owner})
+		c.Targets = append(c.Targets, placement.Target{ID: target, Key: targetKey(target), Series: s, Owner: cl.Owner, Zone: tl.Zone})
 	}
 	for target := range t.pending {
 		c.Moving[target] = true
@@ -303,9 +376,9 @@ func (t *term) publishStatus(owned map[string]*memberLoad, loads map[string]leas
 	r.status.Draining = sortedKeys(t.drains)
 }
 
-// seriesLookup finds a target's series in the load reports: the owner's
-// report first, then any other (a target that just moved is still in its
-// old owner's last report). A target in no report counts as the mean of
+// seriesLookup finds a target's series (and zone) in the load reports: the
+// owner's report first, then any other (a target that just moved is still
+// in its old owner's last report). A target in no report counts as the mean of
 // those known, or 1 when none is known, so that the cluster is balanced by
 // target count until reports arrive, and a target not yet reported by its
 // new owner does not look lighter than it is.
@@ -332,6 +405,16 @@ func newSeriesLookup(loads map[string]leases.Load) seriesLookup {
 		s.fallback = sum / float64(n)
 	}
 	return s
+}
+
+// find is target's entry in any report, in the order of s.ids.
+func (s seriesLookup) find(target string) (leases.TargetLoad, bool) {
+	for _, id := range s.ids {
+		if tl, ok := s.per[id][target]; ok {
+			return tl, true
+		}
+	}
+	return leases.TargetLoad{}, false
 }
 
 func (s seriesLookup) of(target, owner string) float64 {

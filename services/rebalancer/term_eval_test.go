@@ -1,11 +1,15 @@
 package rebalancer
 
 import (
+	"context"
 	"fmt"
+	"maps"
 	"math/rand/v2"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/allot-dev/allot/pkg/events"
 	"github.com/allot-dev/allot/pkg/leases"
@@ -121,4 +125,137 @@ func TestSummary(t *testing.T) {
 	// Without reports: 1 per target, which balances by count.
 	_, owned = tm.summary(nil)
 	require.InDelta(t, 90.0, owned["a"].series, 1e-9)
+}
+
+// zoneTerm is a leader's term over scrapers a1, a2 (zone a) and b1 (zone
+// b), with the claims in owners (target → owner) and each target's zone in
+// zones, every target carrying 100 series. Targets in unreported are left
+// out of the load reports.
+func zoneTerm(t *testing.T, aware bool, owners, zones map[string]string, unreported ...string) (*term, map[string]leases.Load) {
+	t.Helper()
+	r, err := New(Config{ZoneAware: aware}, new(clientv3.Client), nil, nil)
+	require.NoError(t, err)
+	tm := &term{
+		r: r, cfg: r.cfg, logger: r.logger,
+		members: map[string]leases.Member{
+			"a1": {ID: "a1", Zone: "a", Weight: 1}, "a2": {ID: "a2", Zone: "a", Weight: 1}, "b1": {ID: "b1", Zone: "b", Weight: 1},
+		},
+		drains: map[string]bool{}, claims: map[string]leases.Claim{}, ownedCount: map[string]int{},
+		pending: map[string]*pendingMove{},
+	}
+	loads := map[string]leases.Load{}
+	for target, owner := range owners {
+		tm.claims[target] = leases.Claim{Target: target, Owner: owner, Epoch: 1}
+		tm.ownedCount[owner]++
+		l := loads[owner]
+		if l.PerTarget == nil {
+			l = leases.Load{Scraper: owner, PerTarget: map[string]leases.TargetLoad{}}
+		}
+		l.Targets++
+		l.Series += 100
+		if !slices.Contains(unreported, target) {
+			l.PerTarget[target] = leases.TargetLoad{Series: 100, SamplesPerSecond: 10, ScrapeSecondsPerSecond: 0.001, Zone: zones[target]}
+		}
+		loads[owner] = l
+	}
+	return tm, loads
+}
+
+// TestEvaluateZones: zone-aware, a balanced cluster with targets outside
+// their zone is planned back into it (and then left alone); without zone
+// awareness, or for targets whose zone is not known yet or has no scraper
+// left, nothing moves for zones.
+func TestEvaluateZones(t *testing.T) {
+	// 20 targets of zone a, 10 of zone b, 10 per scraper: a2 and b1 each
+	// hold 5 of the other zone's.
+	owners, zones := map[string]string{}, map[string]string{}
+	for i := range 30 {
+		id := fmt.Sprintf("%016x", uint64(i+1)*0x9e3779b97f4a7c15)
+		zones[id] = "a"
+		if i >= 20 {
+			zones[id] = "b"
+		}
+		switch {
+		case i < 10:
+			owners[id] = "a1"
+		case i < 15 || (i >= 20 && i < 25):
+			owners[id] = "b1"
+		default:
+			owners[id] = "a2"
+		}
+	}
+	away := func(owners map[string]string) []string {
+		var out []string
+		for id, o := range owners {
+			if zones[id] != o[:1] {
+				out = append(out, id)
+			}
+		}
+		slices.Sort(out)
+		return out
+	}
+	require.Len(t, away(owners), 10)
+	unknown := away(owners)[0] // in no report
+
+	for _, tc := range []struct {
+		name       string
+		aware      bool
+		unreported []string
+		drained    string
+		// wantAway: targets still outside their zone after the plan.
+		wantAway []string
+	}{
+		{name: "zone-aware", aware: true},
+		{name: "not zone-aware", aware: false, wantAway: away(owners)},
+		{name: "zone not reported yet", aware: true, unreported: []string{unknown}, wantAway: []string{unknown}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tm, loads := zoneTerm(t, tc.aware, owners, zones, tc.unreported...)
+			c, exact := tm.cluster(loads)
+			require.False(t, tm.outOfBalance(c.Members, exact), "balanced by series")
+			require.Equal(t, tc.aware, tm.reportedAway(loads))
+			if tc.aware {
+				require.Equal(t, 10-len(tc.unreported), tm.away(c))
+			} else {
+				require.Zero(t, tm.away(c))
+			}
+			for _, tg := range c.Targets {
+				if slices.Contains(tc.unreported, tg.ID) {
+					require.Empty(t, tg.Zone)
+					require.Equal(t, tc.aware, c.Moving[tg.ID], "unknown zone: left where it is")
+				} else {
+					require.Equal(t, zones[tg.ID], tg.Zone)
+				}
+			}
+
+			tm.evaluate(context.Background(), loads, true)
+			after := maps.Clone(owners)
+			for _, q := range tm.queue {
+				require.Equal(t, placement.ReasonZone, q.Reason, "%+v", q.Move)
+				require.Equal(t, owners[q.Target], q.From)
+				after[q.Target] = q.To
+			}
+			require.ElementsMatch(t, tc.wantAway, away(after))
+
+			// Applied, the plan is stable: planning again moves nothing.
+			tm2, loads2 := zoneTerm(t, tc.aware, after, zones, tc.unreported...)
+			tm2.evaluate(context.Background(), loads2, true)
+			require.Empty(t, tm2.queue)
+		})
+	}
+
+	t.Run("zone without a scraper left", func(t *testing.T) {
+		// b1 drains: zone b has no scraper to keep its targets, and b1's
+		// targets go to zone a.
+		tm, loads := zoneTerm(t, true, owners, zones)
+		tm.drains["b1"] = true
+		tm.evaluate(context.Background(), loads, true)
+		require.NotEmpty(t, tm.queue)
+		for _, q := range tm.queue {
+			require.NotEqual(t, "b1", q.To, "%+v", q.Move)
+			if q.From == "b1" {
+				require.Equal(t, placement.ReasonDrain, q.Reason)
+			}
+		}
+	})
 }

@@ -34,6 +34,9 @@ type pendingMove struct {
 	aborting bool
 	// retryAbort: aborting failed and must be tried again.
 	retryAbort bool
+	// checkedEpoch is the destination's claim epoch last checked against
+	// moves/ (see abortStale), so that each is read once.
+	checkedEpoch int64
 }
 
 type queuedMove struct {
@@ -200,10 +203,38 @@ func (t *term) abortStale(ctx context.Context) {
 		_, destLive := t.members[p.m.To]
 		switch {
 		case ok && c.Epoch != p.m.Epoch && c.Owner == p.m.To:
+			t.checkDestinationClaim(ctx, p, c.Epoch)
 		case !ok || c.Epoch != p.m.Epoch || !destLive || t.drains[p.m.To]:
 			t.abort(ctx, p, OutcomeStale)
 		}
 	}
+}
+
+// checkDestinationClaim finds out how the destination came to own the
+// target: by the takeover (which deletes moves/<target> in the claim's own
+// revision; its delete event is on its way) or by claiming it afresh after
+// the source's claim went (the source crashed): then the move can never
+// end by a takeover and would hold up the next plan until its deadline.
+func (t *term) checkDestinationClaim(ctx context.Context, p *pendingMove, epoch int64) {
+	if p.state != moveStarted || p.checkedEpoch == epoch {
+		return
+	}
+	p.checkedEpoch = epoch
+	t.do(ctx, func() func() {
+		// Read at the claim's revision: the move key is there if and only
+		// if the claim was not written by the takeover.
+		resp, err := t.cli.Get(ctx, t.ks.Moves()+p.m.Target, clientv3.WithRev(epoch), clientv3.WithCountOnly())
+		return func() {
+			switch {
+			case err != nil:
+				// (Compacted, or etcd unreachable.) The move's deadline
+				// ends it.
+				t.logger.Debug("check destination claim", "target", p.m.Target, "err", err)
+			case resp.Count > 0 && t.pending[p.m.Target] == p:
+				t.abort(ctx, p, OutcomeStale)
+			}
+		}
+	})
 }
 
 // startQueued starts queued moves within the rate and concurrency limits

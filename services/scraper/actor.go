@@ -101,6 +101,9 @@ const (
 	// checkClaim: a claim transaction failed without an answer; did it
 	// land?
 	checkClaim
+	// checkMoveFailed: a move to us failed; is the target ours after all,
+	// or nobody's?
+	checkMoveFailed
 )
 
 type ownerCheck struct {
@@ -346,7 +349,7 @@ func (s *Scraper) onMembers(ctx context.Context, ms []leases.Member) {
 	a := &s.a
 	old := a.rank
 	a.members = ms
-	a.rank = newRanking(s.self, ms, a.drained)
+	a.rank = newZoneRanking(s.self, s.zoning(), ms, a.drained)
 	left := old != nil && old.lost(a.rank)
 	if !a.ready && slices.ContainsFunc(ms, func(m leases.Member) bool { return m.ID == s.cfg.ID }) {
 		if a.readySince.IsZero() {
@@ -358,9 +361,9 @@ func (s *Scraper) onMembers(ctx context.Context, ms []leases.Member) {
 		if st.phase != phaseIdle && st.phase != phaseGrace {
 			continue
 		}
-		// A member left (or weighs less): slots where we became first
-		// choice are ours to claim now, whatever a grace wait said.
-		if r := a.rank.rank(st.slot); r == 0 && (old == nil || old.rank(st.slot) != 0 || st.phase == phaseGrace) {
+		// A member left (or weighs less): targets we became first choice
+		// for are ours to claim now, whatever a grace wait said.
+		if r := a.rank.of(st); r == 0 && (old == nil || old.of(st) != 0 || st.phase == phaseGrace) {
 			st.failover = left
 			s.queueClaim(st)
 		}

@@ -10,14 +10,14 @@ import (
 // Claiming: deciding what to claim and when, and what the answers mean.
 
 // consider decides what to do about a target nobody is known to own:
-// claim it now if we are the slot's first choice, after the grace period
-// if second. exclude is a member to rank without (a failed owner).
+// claim it now if we are its first choice, after the grace period if
+// second. exclude is a member to rank without (a failed owner).
 func (s *Scraper) consider(st *target, exclude string) {
 	a := &s.a
 	if !a.ready || a.claims == nil || st.phase != phaseIdle {
 		return
 	}
-	switch a.rank.rankWithout(st.slot, exclude) {
+	switch a.rank.ofWithout(st, exclude) {
 	case 0:
 		s.queueClaim(st)
 	case 1:
@@ -182,6 +182,14 @@ func (s *Scraper) onOwner(gen uint64, chk ownerCheck, c leases.Claim, found bool
 			st.phase = phaseIdle
 		default:
 			st.phase = phaseIdle
+			s.consider(st, "")
+		}
+	case phaseIdle:
+		switch {
+		case found && s.mine(c):
+			// A takeover whose answer was lost landed after all.
+			s.own(st, c)
+		case !found:
 			s.consider(st, "")
 		}
 	}

@@ -2,6 +2,7 @@ package scraper
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/allot-dev/allot/pkg/events"
@@ -87,7 +88,7 @@ func (s *Scraper) onClaimEvent(ctx context.Context, gen uint64, ev leases.Event)
 			st.recheck, st.recheckPrev = true, prev
 			st.failover = st.failover || prev != ""
 		case phaseGrace:
-			if a.rank != nil && a.rank.rankWithout(st.slot, prev) == 0 {
+			if a.rank != nil && a.rank.ofWithout(st, prev) == 0 {
 				st.failover = prev != ""
 				s.queueClaim(st)
 			}
@@ -154,6 +155,10 @@ func (s *Scraper) onTakeOver(gen uint64, m leases.Move, c leases.Claim, err erro
 		s.deactivate(st, false)
 		st.phase = phaseIdle
 		s.untrack(st)
+		// A deletion of the target's claim while we prepared was not acted
+		// on (the source crashed, say): if nobody owns it now and we rank
+		// first, it must not wait for another scraper's grace period.
+		s.queueCheck(st, checkMoveFailed)
 		return
 	}
 	s.own(st, c)
@@ -165,14 +170,18 @@ func (s *Scraper) onTakeOver(gen uint64, m leases.Move, c leases.Claim, err erro
 // scrape loop, and take the claim over once the loop runs, so that the
 // first scrape after the hand-over is ours.
 // ctx ends with the session.
-func (s *Scraper) moveIn(ctx context.Context, gen uint64, claims *leases.Claims, m leases.Move) {
+func (s *Scraper) moveIn(sessCtx context.Context, gen uint64, claims *leases.Claims, m leases.Move) {
+	// The move's deadline bounds the preparation and the takeover, not
+	// the report of how it went: that goes to the actor under the
+	// session's context, or the target would stay preparing for good.
+	ctx := sessCtx
 	if !m.Deadline.IsZero() {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithDeadline(ctx, m.Deadline)
+		ctx, cancel = context.WithDeadline(sessCtx, m.Deadline)
 		defer cancel()
 	}
 	fail := func(err error) {
-		s.post(ctx, func() { s.onTakeOver(gen, m, leases.Claim{}, err) })
+		s.post(sessCtx, func() { s.onTakeOver(gen, m, leases.Claim{}, err) })
 	}
 	t, err := s.catalog.GetTarget(ctx, m.Target)
 	if err != nil {
@@ -198,7 +207,14 @@ func (s *Scraper) moveIn(ctx context.Context, gen uint64, claims *leases.Claims,
 		}
 	}
 	c, err := claims.TakeOver(ctx, m)
-	s.post(ctx, func() { s.onTakeOver(gen, m, c, err) })
+	if err != nil && !errors.Is(err, leases.ErrNotOwner) && sessCtx.Err() == nil {
+		// The deadline or the connection cut the answer off, not the
+		// takeover itself: it may have been applied. Ask the claim.
+		if cur, ok, gerr := claims.Owner(sessCtx, m.Target); gerr == nil && ok && cur.Owner == s.cfg.ID && cur.Lease == claims.Session().Lease() {
+			c, err = cur, nil
+		}
+	}
+	s.post(sessCtx, func() { s.onTakeOver(gen, m, c, err) })
 }
 
 // scraping says whether the scrape manager runs a loop for target id.

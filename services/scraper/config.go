@@ -21,6 +21,10 @@ const (
 	DefaultClaimBatch     = 127
 	DefaultReloadInterval = 100 * time.Millisecond
 	DefaultLoadInterval   = 5 * time.Second
+	// DefaultZoneLabel is hidden (a __ label is not attached to series):
+	// set it by relabelling, e.g. from
+	// __meta_kubernetes_endpointslice_endpoint_zone.
+	DefaultZoneLabel = "__zone__"
 )
 
 // Config configures a Scraper.
@@ -35,6 +39,15 @@ type Config struct {
 	// Zone and Weight are the scraper's placement attributes.
 	Zone   string  `yaml:"zone"`
 	Weight float64 `yaml:"weight"`
+	// ZoneAware makes a target's first choices the scrapers of its zone
+	// (when its zone has one), as the rebalancer's zone-aware plans keep it
+	// there; see ranking.go. Scrapers and rebalancer must agree on it, so
+	// the command sets it from one flag for both (--placement.zone-aware).
+	ZoneAware bool `yaml:"zone_aware"`
+	// ZoneLabel is the target label a target's zone is read from. Targets
+	// reach the scrapers without their __meta_* labels, so the zone has to
+	// be copied into this label by relabelling.
+	ZoneLabel string `yaml:"zone_label"`
 	// Version is published in the member record.
 	Version string `yaml:"-"`
 
@@ -62,6 +75,7 @@ type Config struct {
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.ID, "scraper.id", "", "ID of this scraper (default: host name, a dash and 4 random hex digits).")
 	f.StringVar(&c.Zone, "scraper.zone", "", "Zone of this scraper, for placement.")
+	f.StringVar(&c.ZoneLabel, "scraper.zone-label", DefaultZoneLabel, "Target label holding the target's zone (set it by relabelling; __meta_* labels do not reach the scrapers). Its value is published in load reports, and with --placement.zone-aware a target is claimed by a scraper of its zone.")
 	f.Float64Var(&c.Weight, "scraper.weight", 1, "Relative capacity of this scraper; it is the first choice for a share of targets proportional to it.")
 	f.DurationVar(&c.ClaimGrace, "scraper.claim-grace", DefaultClaimGrace, "How long the second-choice scraper waits before claiming a target that is still unowned.")
 	f.DurationVar(&c.LoadInterval, "scraper.load-interval", DefaultLoadInterval, "How often the scraper reports its load to etcd.")
@@ -111,6 +125,9 @@ func (c Config) withDefaults() (Config, error) {
 	}
 	if c.LoadInterval == 0 {
 		c.LoadInterval = DefaultLoadInterval
+	}
+	if c.ZoneLabel == "" {
+		c.ZoneLabel = DefaultZoneLabel
 	}
 	return c, nil
 }

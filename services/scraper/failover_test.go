@@ -125,8 +125,12 @@ func TestFailover(t *testing.T) {
 		claimed, sampled := takeover(t, victims, stopping, "a", "c")
 		t.Logf("stopped scraper (%d targets): stop took %s, all claimed by others after %s, all scraped by others after %s",
 			len(victims), stopped.Sub(stopping).Round(time.Millisecond), claimed.Round(time.Millisecond), sampled.Round(time.Millisecond))
-		require.LessOrEqual(t, claimed, slowdown*time.Second, "claims")
-		require.LessOrEqual(t, sampled, slowdown*time.Second+testInterval, "samples")
+		// The bound the issue sets, with or without -race: revoking frees
+		// every claim in one revision, and the heirs claim within tens of
+		// milliseconds even under the race detector.
+		require.LessOrEqual(t, claimed, time.Second, "claims")
+		// After the claim a target is scraped at its next slot in the interval.
+		require.LessOrEqual(t, sampled, time.Second+testInterval, "samples")
 		for _, bt := range f.sink.snapshot() {
 			require.False(t, bt.scraper == "b" && bt.at.After(stopped), "stopped scraper forwarded a batch after Run returned")
 		}

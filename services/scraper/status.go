@@ -138,34 +138,38 @@ func intervalOf(v string) time.Duration {
 
 // load is the scraper's load report: series from the gate (what the last
 // forwarded scrape of each target had), scrape time from the scrape
-// manager. It skips the label work of Targets: it runs every few seconds.
+// manager, zones from the targets' labels. It skips the label work of
+// Targets: it runs every few seconds.
 func (s *Scraper) load(now time.Time) leases.Load {
 	s.viewMu.RLock()
-	owned := make(map[string]struct{}, len(s.view))
-	for id := range s.view {
-		owned[id] = struct{}{}
+	zones := make(map[string]string, len(s.view))
+	for id, t := range s.view {
+		zones[id] = targetZone(t, s.cfg.ZoneLabel)
 	}
 	s.viewMu.RUnlock()
 	l := leases.Load{
 		Scraper:   s.cfg.ID,
-		Targets:   len(owned),
-		PerTarget: make(map[string]leases.TargetLoad, len(owned)),
+		Targets:   len(zones),
+		PerTarget: make(map[string]leases.TargetLoad, len(zones)),
 		Updated:   now,
 	}
 	for _, ts := range s.mgr.TargetsActive() {
 		for _, t := range ts {
 			id := t.GetValue(targetIDLabel)
-			if _, ok := owned[id]; !ok {
+			zone, ok := zones[id]
+			if !ok {
 				continue
 			}
 			series, _, _ := s.gate.stats(id)
-			dur := t.LastScrapeDuration()
-			l.Series += series
+			tl := leases.TargetLoad{Series: series, Zone: zone}
 			if iv := intervalOf(t.GetValue(model.ScrapeIntervalLabel)).Seconds(); iv > 0 {
-				l.SamplesPerSecond += float64(series) / iv
-				l.ScrapeSecondsPerSecond += dur.Seconds() / iv
+				tl.SamplesPerSecond = float64(series) / iv
+				tl.ScrapeSecondsPerSecond = t.LastScrapeDuration().Seconds() / iv
 			}
-			l.PerTarget[id] = leases.TargetLoad{Series: series, ScrapeSeconds: dur.Seconds(), LastScrape: t.LastScrape()}
+			l.Series += tl.Series
+			l.SamplesPerSecond += tl.SamplesPerSecond
+			l.ScrapeSecondsPerSecond += tl.ScrapeSecondsPerSecond
+			l.PerTarget[id] = tl
 		}
 	}
 	return l

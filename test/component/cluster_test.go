@@ -281,6 +281,15 @@ func (m *member) cutOff() {
 	_ = m.cli.Close()
 }
 
+// crash kills the scraper as a dying process goes: its etcd client first,
+// so that its lease is neither renewed nor revoked, then Run, which can no
+// longer reach etcd and forwards nothing more. Its claims stay in etcd
+// until the lease expires.
+func (m *member) crash() {
+	m.cutOff()
+	m.stop()
+}
+
 // owned is the set of target ids the scraper reports as its own.
 func (m *member) owned() []string {
 	var out []string
@@ -340,12 +349,31 @@ func hasLabels(m *dto.Metric, pairs []string) bool {
 // cancels Run and waits for it (also done at cleanup).
 func (c *cluster) startRebalancer(id string) (*rebalancer.Rebalancer, func()) {
 	c.t.Helper()
-	r, err := rebalancer.New(rebalancer.Config{
-		ID:       id,
-		Keyspace: c.ks,
-		Session:  leases.SessionConfig{TTL: ttl},
-		Interval: time.Second,
-	}, c.servers.EtcdClient(), nil, testcluster.Logger())
+	rb := c.startRebalancerWith(rebalancer.Config{ID: id})
+	return rb.r, rb.stop
+}
+
+// rebal is one rebalancer running in the test, with an etcd client of its
+// own so that the test can kill it.
+type rebal struct {
+	r    *rebalancer.Rebalancer
+	cli  *clientv3.Client
+	stop func()
+}
+
+// startRebalancerWith starts a rebalancer with cfg. It sets the keyspace,
+// and the lease TTL and interval unless cfg has them.
+func (c *cluster) startRebalancerWith(cfg rebalancer.Config) *rebal {
+	c.t.Helper()
+	cfg.Keyspace = c.ks
+	if cfg.Session.TTL == 0 {
+		cfg.Session.TTL = ttl
+	}
+	if cfg.Interval == 0 {
+		cfg.Interval = time.Second
+	}
+	cli := c.servers.EtcdClient()
+	r, err := rebalancer.New(cfg, cli, nil, testcluster.Logger())
 	require.NoError(c.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -358,13 +386,19 @@ func (c *cluster) startRebalancer(id string) (*rebalancer.Rebalancer, func()) {
 			case err := <-done:
 				require.NoError(c.t, err)
 			case <-time.After(eventually):
-				c.t.Errorf("rebalancer %s did not stop", id)
+				c.t.Errorf("rebalancer %s did not stop", cfg.ID)
 			}
 		})
 	}
 	c.t.Cleanup(stop)
-	return r, stop
+	return &rebal{r: r, cli: cli, stop: stop}
 }
+
+// kill closes the rebalancer's etcd client, as when its process dies: it
+// neither resigns nor revokes its lease, so its election key and pending
+// moves stay until the lease expires. Run goes on (failing to reach etcd)
+// until stop.
+func (rb *rebal) kill() { _ = rb.cli.Close() }
 
 // waitFor polls cond until it holds or timeout passes; it then fails the
 // test with cond's last description of what it saw.

@@ -6,7 +6,10 @@
 // per series, and the tests assert on what arrived: at most one missing or
 // duplicated sample per moved target, failover within the lease TTL, a
 // catalog that neither loses nor duplicates targets when the discoverer
-// leader dies.
+// leader dies. Where a rebalancer leader or a scraper is killed mid-plan,
+// a claim history (an etcd watch of claims/ and moves/) says what moved,
+// and an ownership monitor samples claims and the scrapers' own views
+// throughout: no target owned twice or left unserved past the bounds.
 //
 // The tests need no Docker and no build tag:
 //
