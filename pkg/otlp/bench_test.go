@@ -5,23 +5,16 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
-	"net/http"
-	"net/http/httptest"
 	"runtime"
 	"sync"
-	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
+	"github.com/allot-dev/allot/internal/scrapebench"
 	"github.com/klauspost/compress/gzip"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/config"
-	"github.com/prometheus/prometheus/discovery/targetgroup"
-	"github.com/prometheus/prometheus/model/histogram"
-	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/scrape"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
@@ -30,48 +23,11 @@ import (
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 )
 
-// benchExposition is a node-exporter-like scrape: 1000 counter and 1000
-// gauge series, 10 histograms and 5 summaries with 10 label sets each,
-// 3650 samples in all.
-func benchExposition() []byte {
-	var b bytes.Buffer
-	for f := range 50 {
-		fmt.Fprintf(&b, "# HELP node_counter_%d_total A counter.\n# TYPE node_counter_%d_total counter\n", f, f)
-		for s := range 20 {
-			fmt.Fprintf(&b, "node_counter_%d_total{cpu=\"%d\",mode=\"user\"} %d\n", f, s, 1000*f+s)
-		}
-	}
-	for f := range 50 {
-		fmt.Fprintf(&b, "# HELP node_gauge_%d_bytes A gauge.\n# TYPE node_gauge_%d_bytes gauge\n", f, f)
-		for s := range 20 {
-			fmt.Fprintf(&b, "node_gauge_%d_bytes{device=\"sd%d\",fstype=\"ext4\"} %g\n", f, s, float64(f*s)*1.5)
-		}
-	}
-	bounds := []string{"0.005", "0.01", "0.025", "0.05", "0.1", "0.25", "0.5", "1", "2.5", "5", "10", "+Inf"}
-	for f := range 10 {
-		fmt.Fprintf(&b, "# HELP http_%d_duration_seconds A histogram.\n# TYPE http_%d_duration_seconds histogram\n", f, f)
-		for s := range 10 {
-			for i, le := range bounds {
-				fmt.Fprintf(&b, "http_%d_duration_seconds_bucket{handler=\"/h%d\",method=\"GET\",le=\"%s\"} %d\n", f, s, le, 10*(i+1))
-			}
-			fmt.Fprintf(&b, "http_%d_duration_seconds_sum{handler=\"/h%d\",method=\"GET\"} 42.5\n", f, s)
-			fmt.Fprintf(&b, "http_%d_duration_seconds_count{handler=\"/h%d\",method=\"GET\"} 120\n", f, s)
-		}
-	}
-	for f := range 5 {
-		fmt.Fprintf(&b, "# HELP rpc_%d_seconds A summary.\n# TYPE rpc_%d_seconds summary\n", f, f)
-		for s := range 10 {
-			for _, q := range []string{"0.5", "0.9", "0.99"} {
-				fmt.Fprintf(&b, "rpc_%d_seconds{service=\"s%d\",quantile=\"%s\"} 0.1\n", f, s, q)
-			}
-			fmt.Fprintf(&b, "rpc_%d_seconds_sum{service=\"s%d\"} 12\n", f, s)
-			fmt.Fprintf(&b, "rpc_%d_seconds_count{service=\"s%d\"} 30\n", f, s)
-		}
-	}
-	return b.Bytes()
-}
+// benchExposition is scrapebench's exposition: 3650 samples of every
+// classic type.
+func benchExposition() []byte { return scrapebench.Exposition() }
 
-const benchSamples = 3650
+const benchSamples = scrapebench.Samples
 
 func discard() Consumer {
 	return ConsumerFunc(func(context.Context, pmetric.Metrics) error { return nil })
@@ -92,36 +48,52 @@ func BenchmarkConvert(b *testing.B) {
 		name string
 		next Consumer
 	}{{"pdata", discard()}, {"encoded", discardEncoded{}}} {
-		b.Run(c.name, func(b *testing.B) { benchConvert(b, c.next) })
+		b.Run(c.name, func(b *testing.B) { benchConvert(b, c.next, 1) })
 	}
+	// Many targets in turn, as a scraper with hundreds of targets runs
+	// them: each target's series table is cold (out of the CPU caches)
+	// when its next scrape comes.
+	b.Run("encoded-cold", func(b *testing.B) { benchConvert(b, discardEncoded{}, 64) })
 }
 
-func benchConvert(b *testing.B, next Consumer) {
+func benchConvert(b *testing.B, next Consumer, targets int) {
 	calls, err := parseBody(benchExposition(), "text/plain; version=0.0.4", 1_700_000_000_000)
 	if err != nil || len(calls) != benchSamples {
 		b.Fatalf("parse: %d calls, %v", len(calls), err)
 	}
 	app := NewAppendable(next, Options{}, nil, nil)
-	ctx := scrape.ContextWithTarget(context.Background(), testTarget())
-	var ms0, ms1 runtime.MemStats
-	runtime.ReadMemStats(&ms0)
+	ctxs := make([]context.Context, targets)
 	// The scrape loop passes back the series reference of the last scrape.
-	refs := make([]storage.SeriesRef, len(calls))
-	cpu0 := cpuTime()
-	b.ResetTimer()
-	for i := 0; b.Loop(); i++ {
-		a := app.AppenderV2(ctx)
+	refs := make([][]storage.SeriesRef, targets)
+	for i := range targets {
+		ctxs[i] = scrape.ContextWithTarget(context.Background(), testTarget("shard", fmt.Sprint(i)))
+		refs[i] = make([]storage.SeriesRef, len(calls))
+	}
+	scrapeOnce := func(i int) {
+		tgt := i % targets
+		a := app.AppenderV2(ctxs[tgt])
 		for j := range calls {
 			c := &calls[j]
-			ref, err := a.Append(refs[j], c.ls, c.st, c.t+int64(i), c.v, c.h, c.fh, c.opts)
+			ref, err := a.Append(refs[tgt][j], c.ls, c.st, c.t+int64(i), c.v, c.h, c.fh, c.opts)
 			if err != nil {
 				b.Fatal(err)
 			}
-			refs[j] = ref
+			refs[tgt][j] = ref
 		}
 		if err := a.Commit(); err != nil {
 			b.Fatal(err)
 		}
+	}
+	// Every target's first scrape (which resolves its series) is set-up.
+	for i := range targets {
+		scrapeOnce(i)
+	}
+	var ms0, ms1 runtime.MemStats
+	runtime.ReadMemStats(&ms0)
+	cpu0 := cpuTime()
+	b.ResetTimer()
+	for i := targets; b.Loop(); i++ {
+		scrapeOnce(i)
 	}
 	b.StopTimer()
 	cpu := cpuTime() - cpu0
@@ -178,55 +150,6 @@ func convertedScrape(b *testing.B) pmetric.Metrics {
 	}
 	return md
 }
-
-// countingAppendable wraps an AppendableV2 and counts committed samples;
-// both sides of BenchmarkScrapePath go through it.
-type countingAppendable struct {
-	next    storage.AppendableV2
-	samples atomic.Int64
-	commits atomic.Int64
-}
-
-func (c *countingAppendable) AppenderV2(ctx context.Context) storage.AppenderV2 {
-	return &countingAppender{AppenderV2: c.next.AppenderV2(ctx), c: c}
-}
-
-type countingAppender struct {
-	storage.AppenderV2
-	c *countingAppendable
-	n int64
-}
-
-func (a *countingAppender) Append(ref storage.SeriesRef, ls labels.Labels, st, t int64, v float64, h *histogram.Histogram, fh *histogram.FloatHistogram, opts storage.AppendV2Options) (storage.SeriesRef, error) {
-	a.n++
-	return a.AppenderV2.Append(ref, ls, st, t, v, h, fh, opts)
-}
-
-func (a *countingAppender) Commit() error {
-	err := a.AppenderV2.Commit()
-	if err == nil {
-		a.c.samples.Add(a.n)
-		a.c.commits.Add(1)
-	}
-	return err
-}
-
-// nopAppendable is the no-op storage Prometheus's own scrape loop appends
-// to in the comparison: it only hands out series references.
-type nopAppendable struct{}
-
-func (nopAppendable) AppenderV2(context.Context) storage.AppenderV2 { return nopAppender{} }
-
-type nopAppender struct{}
-
-func (nopAppender) Append(ref storage.SeriesRef, ls labels.Labels, _, _ int64, _ float64, _ *histogram.Histogram, _ *histogram.FloatHistogram, _ storage.AppendV2Options) (storage.SeriesRef, error) {
-	if ref == 0 {
-		ref = storage.SeriesRef(ls.Hash())
-	}
-	return ref, nil
-}
-func (nopAppender) Commit() error   { return nil }
-func (nopAppender) Rollback() error { return nil }
 
 // encodingConsumer encodes every scrape as the OTLP/HTTP exporter would
 // (protobuf, and gzip unless noGzip: --otlp.compression=none) and drops
@@ -289,11 +212,7 @@ func (e *encodingConsumer) gzipWith(enc *encoder, raw []byte) error {
 	return enc.zw.Close()
 }
 
-func cpuTime() time.Duration {
-	var ru syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
+func cpuTime() time.Duration { return scrapebench.CPUTime() }
 
 // scrapePathOnly runs one side of BenchmarkScrapePath, to profile it alone.
 var scrapePathOnly = flag.String("scrapepath.only", "", "BenchmarkScrapePath: run only this side (prom, prom+opts, allot, allot-nogzip, allot-pdata)")
@@ -301,94 +220,41 @@ var scrapePathOnly = flag.String("scrapepath.only", "", "BenchmarkScrapePath: ru
 // BenchmarkScrapePath compares, in one run, the whole path a scrape takes
 // in allot (Prometheus's scrape loop → otlp.Appendable → OTLP protobuf,
 // with and without gzip) with Prometheus's own scrape loop appending to a
-// no-op storage. Both scrape the same target over HTTP with a real
-// scrape.Manager; an op is one scrape of 3650 samples per side. The cost is
-// process CPU time per sample (so the load of other processes does not
-// count); throughput-ratio is Prometheus's CPU per sample over allot's,
-// i.e. allot's throughput as a fraction of Prometheus's. gzip is reported
-// apart because it is the exporter's (--otlp.compression), and the
-// Prometheus side sends nothing. Run with -benchtime=Nx.
+// no-op storage (prom: the loop alone), to its agent-mode WAL (prom-agent)
+// and to its TSDB (prom-tsdb). Every side scrapes the same target over HTTP
+// with a real scrape.Manager (internal/scrapebench); an op is one scrape of
+// 3650 samples per side. The cost is process CPU time per sample (so the
+// load of other processes does not count); a throughput ratio is the
+// Prometheus side's CPU per sample over allot's, i.e. allot's throughput as
+// a fraction of Prometheus's. Nothing is sent on either side: see
+// pkg/export's BenchmarkScrapeAndShip for that. Run with -benchtime=Nx.
 func BenchmarkScrapePath(b *testing.B) {
-	body := benchExposition()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
-		w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-		_, _ = w.Write(body)
-	}))
-	defer srv.Close()
-	addr := srv.Listener.Addr().String()
-
-	run := func(app storage.AppendableV2, allotOptions bool, scrapes int) (time.Duration, int64) {
-		counting := &countingAppendable{next: app}
-		cfg, err := config.Load(`
-scrape_configs:
-- job_name: bench
-  scrape_interval: 20ms
-  scrape_timeout: 20ms
-`, nil)
-		if err != nil {
-			b.Fatal(err)
-		}
-		opts := &scrape.Options{DiscoveryReloadInterval: model.Duration(time.Millisecond)}
-		if allotOptions {
-			// Prometheus's defaults on the other side: what allot needs
-			// (metadata with every sample, start timestamps) is its cost.
-			ScrapeOptions(opts)
-		}
-		mgr, err := scrape.NewManager(opts, nil, nil, nil, counting, prometheus.NewRegistry())
-		if err != nil {
-			b.Fatal(err)
-		}
-		if err := mgr.ApplyConfig(cfg); err != nil {
-			b.Fatal(err)
-		}
-		ch := make(chan map[string][]*targetgroup.Group, 1)
-		// Four targets (distinct by a label) scrape in parallel.
-		var targets []model.LabelSet
-		for i := range 4 {
-			targets = append(targets, model.LabelSet{model.AddressLabel: model.LabelValue(addr), "shard": model.LabelValue(fmt.Sprint(i))})
-		}
-		ch <- map[string][]*targetgroup.Group{"bench": {{Source: "bench", Targets: targets}}}
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			_ = mgr.Run(ch)
-		}()
-		defer func() {
-			mgr.Stop()
-			<-done
-		}()
-		wait := func(commits int64) {
-			for counting.commits.Load() < commits {
-				time.Sleep(time.Millisecond)
-			}
-		}
-		wait(8) // warm up: caches filled, every target scraped twice
-		c0, s0, n0 := cpuTime(), counting.samples.Load(), counting.commits.Load()
-		wait(n0 + int64(scrapes))
-		return cpuTime() - c0, counting.samples.Load() - s0
-	}
-
+	addr := scrapebench.Target(b)
 	sides := []struct {
 		name     string
-		app      storage.AppendableV2
+		app      func() storage.AppendableV2 // made for each run, so that no side's state outlives it
 		allotOpt bool
 		cpu      time.Duration
 		n        int64
 	}{
-		{name: "prom", app: nopAppendable{}},
+		{name: "prom", app: func() storage.AppendableV2 { return scrapebench.Nop{} }},
 		// The no-op storage with the scrape options allot needs splits
 		// allot's cost into those options and the conversion.
-		{name: "prom+opts", app: nopAppendable{}, allotOpt: true},
-		{name: "allot", app: NewAppendable(&encodingConsumer{}, Options{}, nil, nil), allotOpt: true},
-		{name: "allot-nogzip", app: NewAppendable(&encodingConsumer{noGzip: true}, Options{}, nil, nil), allotOpt: true},
+		{name: "prom+opts", app: func() storage.AppendableV2 { return scrapebench.Nop{} }, allotOpt: true},
+		{name: "allot", app: func() storage.AppendableV2 { return NewAppendable(&encodingConsumer{}, Options{}, nil, nil) }, allotOpt: true},
+		{name: "allot-nogzip", app: func() storage.AppendableV2 {
+			return NewAppendable(&encodingConsumer{noGzip: true}, Options{}, nil, nil)
+		}, allotOpt: true},
 		// The pdata path (a Consumer that does not take encoded scrapes),
 		// as allot was before the encoder.
-		{name: "allot-pdata", app: NewAppendable(&encodingConsumer{pdataOnly: true}, Options{}, nil, nil), allotOpt: true},
+		{name: "allot-pdata", app: func() storage.AppendableV2 {
+			return NewAppendable(&encodingConsumer{pdataOnly: true}, Options{}, nil, nil)
+		}, allotOpt: true},
 		// Prometheus as it runs: in agent mode (scrape → WAL, the
 		// storage remote write reads from: the peer that scrapes and
 		// ships) and as a server (scrape → TSDB head and WAL).
-		{name: "prom-agent", app: benchAgent(b)},
-		{name: "prom-tsdb", app: benchTSDB(b)},
+		{name: "prom-agent", app: func() storage.AppendableV2 { return benchAgent(b) }},
+		{name: "prom-tsdb", app: func() storage.AppendableV2 { return benchTSDB(b) }},
 	}
 	b.ResetTimer()
 	// Two rounds each, alternating, so drift in machine load hits all.
@@ -398,7 +264,18 @@ scrape_configs:
 			if *scrapePathOnly != "" && *scrapePathOnly != s.name {
 				continue
 			}
-			c, n := run(s.app, s.allotOpt, b.N)
+			app := s.app()
+			var opts func(*scrape.Options)
+			if s.allotOpt {
+				// Prometheus's defaults on the other sides: what allot
+				// needs (metadata with every sample, start timestamps)
+				// is its cost.
+				opts = ScrapeOptions
+			}
+			c, n := scrapebench.Run(b, addr, app, scrapebench.Config{ScrapeOptions: opts}, b.N)
+			if c, ok := app.(io.Closer); ok {
+				_ = c.Close()
+			}
 			s.cpu, s.n = s.cpu+c, s.n+n
 		}
 	}
@@ -427,21 +304,20 @@ scrape_configs:
 
 // benchAgent opens Prometheus's agent-mode storage (a WAL that remote write
 // reads from) in a temporary directory.
-func benchAgent(b *testing.B) storage.AppendableV2 {
+func benchAgent(b *testing.B) *agent.DB {
 	db, err := agent.Open(slog.New(slog.DiscardHandler), prometheus.NewRegistry(), nil, b.TempDir(), agent.DefaultOptions())
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _ = db.Close() })
 	return db
 }
 
-// benchTSDB opens a Prometheus TSDB (head and WAL) in a temporary directory.
-func benchTSDB(b *testing.B) storage.AppendableV2 {
+// benchTSDB opens a Prometheus TSDB (head and WAL) in a temporary directory;
+// the caller closes it.
+func benchTSDB(b *testing.B) *tsdb.DB {
 	db, err := tsdb.Open(b.TempDir(), slog.New(slog.DiscardHandler), prometheus.NewRegistry(), tsdb.DefaultOptions(), nil)
 	if err != nil {
 		b.Fatal(err)
 	}
-	b.Cleanup(func() { _ = db.Close() })
 	return db
 }
