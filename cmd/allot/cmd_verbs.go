@@ -9,7 +9,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -290,7 +289,7 @@ func writeCluster(w io.Writer, c web.Cluster, limit int, now time.Time) error {
 			report = ago(now, m.LoadUpdated)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%g\t%d\t%s\t%s\t%.3f\t%s\t%v\n",
-			m.ID, kind, m.Addr, m.Zone, m.Weight, m.Targets, num(m.Series), num(m.SamplesPerSecond), m.ScrapeSecondsPerSecond, report, m.Draining)
+			m.ID, kind, m.Addr, m.Zone, m.Weight, m.Targets, web.Num(m.Series), web.Num(m.SamplesPerSecond), m.ScrapeSecondsPerSecond, report, m.Draining)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -351,18 +350,6 @@ func ago(now, t time.Time) string {
 	return d.String() + " ago"
 }
 
-// num prints a count or rate as the pages do: 12, 3.5, 12.3k, 1.20M.
-func num(f float64) string {
-	switch {
-	case f >= 1e6:
-		return fmt.Sprintf("%.2fM", f/1e6)
-	case f >= 1e4:
-		return fmt.Sprintf("%.1fk", f/1e3)
-	case f == math.Trunc(f):
-		return fmt.Sprintf("%.0f", f)
-	}
-	return fmt.Sprintf("%.1f", f)
-}
 
 func ratio(f float64) string {
 	if f == 0 || math.IsNaN(f) || math.IsInf(f, 0) {

@@ -45,17 +45,7 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 		}
 		return fmt.Sprintf("%.3f", f)
 	},
-	"num": func(f float64) string {
-		switch {
-		case f >= 1e6:
-			return fmt.Sprintf("%.2fM", f/1e6)
-		case f >= 1e4:
-			return fmt.Sprintf("%.1fk", f/1e3)
-		case f == math.Trunc(f):
-			return fmt.Sprintf("%.0f", f)
-		}
-		return fmt.Sprintf("%.2f", f)
-	},
+	"num": Num,
 	// width is a bar width for a style attribute, from a percentage.
 	"width": func(pct float64) template.CSS {
 		return template.CSS(fmt.Sprintf("width:%.1f%%", math.Max(0, math.Min(100, pct))))
@@ -142,4 +132,18 @@ func limitParam(q url.Values, def int) int {
 		}
 	}
 	return def
+}
+
+// Num prints a count or rate for people: 12, 3.25, 12.3k, 1.20M. The pages
+// and the CLI tables (allot status, allot targets) both use it.
+func Num(f float64) string {
+	switch {
+	case f >= 1e6:
+		return fmt.Sprintf("%.2fM", f/1e6)
+	case f >= 1e4:
+		return fmt.Sprintf("%.1fk", f/1e3)
+	case f == math.Trunc(f):
+		return fmt.Sprintf("%.0f", f)
+	}
+	return fmt.Sprintf("%.2f", f)
 }
