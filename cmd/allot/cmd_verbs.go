@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/url"
 	"os"
@@ -349,7 +350,6 @@ func ago(now, t time.Time) string {
 	}
 	return d.String() + " ago"
 }
-
 
 func ratio(f float64) string {
 	if f == 0 || math.IsNaN(f) || math.IsInf(f, 0) {
