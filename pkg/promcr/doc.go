@@ -12,8 +12,9 @@
 // monitor's selector, port by name or number, namespace/service/pod/
 // container/endpoint labels, job from jobLabel), the Kubernetes SD configs
 // and the HTTP settings follow Prometheus Operator's pkg/prometheus
-// (promcfg.go and resource_selector.go), which cannot be imported as a
-// library without the whole operator. Secrets and ConfigMaps are read
+// (promcfg.go and resource_selector.go), which does not build with the
+// Prometheus allot uses (docs/prometheus-cr.md says why); TestOperatorParity
+// holds the output to the operator's own golden files. Secrets and ConfigMaps are read
 // through the SecretGetter and written inline (tls_config ca, cert and key;
 // credentials; passwords), so scrapers need no files. A resource that
 // cannot become a valid job is returned as [Skipped], with its reason; it
