@@ -64,6 +64,9 @@ func mountPages(g *group, srv *server, src web.TargetSource, file *configfile.Fi
 	cs := web.ClusterSourceFunc(func(ctx context.Context) (web.Cluster, error) {
 		return clusterView(ctx, rb, cli, ks, failovers)
 	})
+	// Without a rebalancer leader here, targets per member come from the
+	// claims (collectors send no load reports) and moves from moves/.
+	cs = web.WithStore(cs, targetallocator.ClusterStore{Client: cli, Keyspace: ks})
 	// Failovers are members that vanished; watching the member set for that
 	// is cheap, so the log is fed even when nobody looks at the page.
 	g.Go("failover log", func(ctx context.Context) error {

@@ -44,11 +44,22 @@ func pollAll(t *testing.T, cs ...*otelCollector) {
 }
 
 func TestCollectorsShareTargetsAndTakeOverWhenOneStops(t *testing.T) {
+	// The product's ratio of collector TTL to poll interval:
+	// DefaultCollectorTTL against the Collector's default 30 s HTTP SD
+	// refresh, here with 1 s polls.
+	const (
+		poll          = time.Second
+		defaultPoll   = 30 * time.Second
+		handoffBudget = 2 * poll // after the TTL: the claims, then the others' next poll
+	)
+	ttl := DefaultCollectorTTL / defaultPoll * poll
+	require.Equal(t, 3*poll, ttl)
+
 	e := newEnv(t)
 	want := e.publish(t, 20, jobNames...)
-	// A settle long enough that three collectors starting together are all
-	// registered before the first claims, even under -race on a busy box.
-	api, srv := e.start(t, Config{CollectorTTL: 2 * time.Second, Settle: time.Second})
+	// Settle is the product's default: collectors starting together must
+	// split the targets with it, and it is part of the hand-off.
+	api, srv := e.start(t, Config{CollectorTTL: ttl})
 
 	cs := []*otelCollector{
 		newCollector(srv.URL, "collector-0", nil),
@@ -73,17 +84,34 @@ func TestCollectorsShareTargetsAndTakeOverWhenOneStops(t *testing.T) {
 		require.Equal(t, leases.KindCollector, m.Kind, "member %s", m.ID)
 	}
 
-	// collector-2 stops polling; the other two go on every 250 ms.
-	const poll = 250 * time.Millisecond
-	stopped := time.Now()
-	require.Eventually(t, func() bool {
+	// collector-2 stops polling; the hand-off is counted from its last
+	// poll as the API saw it. The other two poll every interval, as the
+	// Collector's HTTP SD does, and the hand-off is done when their polls
+	// cover every target.
+	var lastPoll time.Time
+	for _, c := range api.Collectors() {
+		if c.ID == "collector-2" {
+			lastPoll = c.LastPoll
+		}
+	}
+	require.False(t, lastPoll.IsZero())
+	deadline := lastPoll.Add(ttl + handoffBudget)
+	tick := time.NewTicker(poll)
+	defer tick.Stop()
+	var handoff time.Duration
+	for handoff == 0 {
+		<-tick.C
 		pollAll(t, cs[:2]...)
-		ok, _ := coverage(want, cs[:2]...)
-		return ok
-	}, waitFor, poll, "collector-2's targets never reached the others")
-	handoff := time.Since(stopped)
-	t.Logf("collector-2 stopped polling; its targets were with the others %s later (TTL 2s, polls every %s)", handoff.Round(time.Millisecond), poll)
-	require.Less(t, handoff, 2*time.Second+10*poll+5*time.Second, "hand-off took longer than the TTL and a few polls")
+		if ok, why := coverage(want, cs[:2]...); ok {
+			handoff = time.Since(lastPoll)
+		} else if time.Now().After(deadline) {
+			t.Fatalf("collector-2's targets not with the others %s after its last poll (TTL %s, polls every %s): %s",
+				time.Since(lastPoll).Round(time.Millisecond), ttl, poll, why)
+		}
+	}
+	t.Logf("collector-2 stopped polling; its targets were with the others %s after its last poll (TTL %s, polls every %s)",
+		handoff.Round(time.Millisecond), ttl, poll)
+	require.Less(t, handoff, ttl+handoffBudget, "hand-off took longer than the TTL and two polls")
 
 	members, _, err = leases.ListMembers(t.Context(), e.etcd, e.ks)
 	require.NoError(t, err)

@@ -55,7 +55,9 @@ type ClusterMember struct {
 	LoadUpdated            time.Time `json:"load_updated,omitzero"`
 }
 
-// ClusterMove is a finished move of a target between members.
+// ClusterMove is a finished move of a target between members, or one in
+// progress (Outcome MoveInProgress): then Time is when it was read, Duration
+// is zero and Deadline is when the rebalancer gives up on it.
 type ClusterMove struct {
 	Time     time.Time     `json:"time"`
 	Target   string        `json:"target"`
@@ -64,7 +66,11 @@ type ClusterMove struct {
 	Reason   string        `json:"reason"`
 	Duration time.Duration `json:"duration"`
 	Outcome  string        `json:"outcome"`
+	Deadline time.Time     `json:"deadline,omitzero"`
 }
+
+// MoveInProgress is the Outcome of a move that has started and not ended.
+const MoveInProgress = "in progress"
 
 // Failover is a member that left the cluster (its lease ended) with the
 // targets it owned, which the others then took over.
@@ -86,6 +92,55 @@ type ClusterSourceFunc func(ctx context.Context) (Cluster, error)
 
 // Cluster calls f.
 func (f ClusterSourceFunc) Cluster(ctx context.Context) (Cluster, error) { return f(ctx) }
+
+// ClusterStore is what the coordination store says about the cluster
+// without a rebalancer's evaluation: who owns how many targets by their
+// claims, and which moves are under way. Implementations must be safe for
+// concurrent use and return promptly when ctx ends.
+type ClusterStore interface {
+	// ClaimCounts returns the number of targets each owner (scraper or
+	// collector) holds claims on.
+	ClaimCounts(ctx context.Context) (map[string]int, error)
+	// PendingMoves returns the moves in progress, with Outcome
+	// MoveInProgress.
+	PendingMoves(ctx context.Context) ([]ClusterMove, error)
+}
+
+// WithStore completes src's view from st when no rebalancer evaluated it
+// (Updated is zero: the process runs no rebalancer, or a standby one).
+// Such a view knows the members and their load reports only, so collectors,
+// which send no load reports, would show no targets and the moves under way
+// would not show at all. WithStore sets every member's Targets and the
+// claimed total from the claims, and PendingMoves and the moves in progress
+// (among Moves) from the store. A view a rebalancer leader evaluated is
+// returned as it is: it has all of that already. A failed store read is
+// reported in Errors and leaves the rest of the view as it was.
+func WithStore(src ClusterSource, st ClusterStore) ClusterSourceFunc {
+	return func(ctx context.Context) (Cluster, error) {
+		c, err := src.Cluster(ctx)
+		if err != nil || !c.Updated.IsZero() {
+			return c, err
+		}
+		if counts, cerr := st.ClaimCounts(ctx); cerr != nil {
+			c.Errors = append(c.Errors, "claims: "+cerr.Error())
+		} else {
+			c.Targets = 0
+			for _, n := range counts {
+				c.Targets += n
+			}
+			for i := range c.Members {
+				c.Members[i].Targets = counts[c.Members[i].ID]
+			}
+		}
+		if moves, merr := st.PendingMoves(ctx); merr != nil {
+			c.Errors = append(c.Errors, "moves: "+merr.Error())
+		} else {
+			c.PendingMoves = len(moves)
+			c.Moves = append(c.Moves, moves...)
+		}
+		return c, nil
+	}
+}
 
 type clusterView struct {
 	nav
