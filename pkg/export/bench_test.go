@@ -1,6 +1,7 @@
 package export
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -128,28 +129,56 @@ func countSamples(req *prompb.WriteRequest) int {
 	return n
 }
 
-// BenchmarkEncodeOTLPHTTP measures the OTLP/HTTP request body: protobuf
-// and gzip.
+// BenchmarkEncodeOTLPHTTP measures the OTLP/HTTP request body: protobuf,
+// then each compression (--otlp.compression) in the same run.
 func BenchmarkEncodeOTLPHTTP(b *testing.B) {
 	md := benchScrape()
-	c := &otlpHTTPClient{gzip: true}
-	b.ReportAllocs()
-	var size int
-	for b.Loop() {
-		raw, err := pmetricotlpMarshal(md)
-		if err != nil {
-			b.Fatal(err)
-		}
-		buf := c.buffer()
-		body, err := gzipTo(buf, &c.zws, [][]byte{raw})
-		if err != nil {
-			b.Fatal(err)
-		}
-		size = len(body)
-		c.bufs.Put(buf)
+	for _, compression := range []string{CompressionGzip, CompressionZstd} {
+		b.Run(compression, func(b *testing.B) {
+			c := &otlpHTTPClient{compression: compression}
+			b.ReportAllocs()
+			var size int
+			for b.Loop() {
+				raw, err := pmetricotlpMarshal(md)
+				if err != nil {
+					b.Fatal(err)
+				}
+				buf := c.buffer()
+				body, err := c.zw.compress(compression, buf, [][]byte{raw})
+				if err != nil {
+					b.Fatal(err)
+				}
+				size = len(body)
+				c.bufs.Put(buf)
+			}
+			b.ReportMetric(float64(b.N*benchSamples)/b.Elapsed().Seconds(), "samples/s")
+			b.ReportMetric(float64(size)/benchSamples, "bytes/sample")
+		})
 	}
-	b.ReportMetric(float64(b.N*benchSamples)/b.Elapsed().Seconds(), "samples/s")
-	b.ReportMetric(float64(size)/benchSamples, "bytes/sample")
+}
+
+// BenchmarkCompress measures the compression of an encoded scrape alone.
+func BenchmarkCompress(b *testing.B) {
+	raw, err := pmetricotlpMarshal(benchScrape())
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, compression := range []string{CompressionGzip, CompressionZstd} {
+		b.Run(compression, func(b *testing.B) {
+			var c bodyCompressor
+			var buf bytes.Buffer
+			var size int
+			for b.Loop() {
+				body, err := c.compress(compression, &buf, [][]byte{raw})
+				if err != nil {
+					b.Fatal(err)
+				}
+				size = len(body)
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchSamples), "ns/sample")
+			b.ReportMetric(float64(size)/benchSamples, "bytes/sample")
+		})
+	}
 }
 
 // BenchmarkFanout measures handing one scrape to three exporters whose

@@ -131,7 +131,7 @@ func TestReusedBody(t *testing.T) {
 // takes on every part it sends, so that the parts go back to the pool.
 func TestGRPCFreesParts(t *testing.T) {
 	r := startGRPCReceiver(t, nil, nil)
-	for _, compression := range []string{CompressionGzip, CompressionNone} {
+	for _, compression := range []string{CompressionGzip, CompressionZstd, CompressionNone} {
 		exp, err := NewOTLPGRPC(OTLPGRPCConfig{Endpoint: "http://" + r.addr, Compression: compression, Retry: fastRetry()}, prometheus.NewRegistry(), nil)
 		require.NoError(t, err)
 		c := exp.c.(*otlpGRPCClient)

@@ -29,7 +29,7 @@ type OTLPGRPCConfig struct {
 	// configured, plain text otherwise. Empty: OTEL_EXPORTER_OTLP_METRICS_
 	// ENDPOINT, else OTEL_EXPORTER_OTLP_ENDPOINT.
 	Endpoint string
-	// Compression is gzip (default) or none.
+	// Compression is gzip (default), zstd or none.
 	Compression string
 	// Name labels the exporter's metrics and logs (default "otlpgrpc").
 	Name   string
@@ -64,12 +64,8 @@ func newOTLPGRPC(cfg OTLPGRPCConfig, m *metrics, logger *slog.Logger) (*OTLPGRPC
 	if err != nil {
 		return nil, err
 	}
-	switch cfg.Compression {
-	case "":
-		cfg.Compression = CompressionGzip
-	case CompressionGzip, CompressionNone:
-	default:
-		return nil, fmt.Errorf("otlp grpc: compression %q: want gzip or none", cfg.Compression)
+	if err := checkCompression("otlp grpc", &cfg.Compression); err != nil {
+		return nil, err
 	}
 	if cfg.Name == "" {
 		cfg.Name = "otlpgrpc"
@@ -95,8 +91,11 @@ func newOTLPGRPC(cfg OTLPGRPCConfig, m *metrics, logger *slog.Logger) (*OTLPGRPC
 		return nil, fmt.Errorf("otlp grpc: %w", err)
 	}
 	c := &otlpGRPCClient{conn: conn, callOpts: []grpc.CallOption{grpc.ForceCodecV2(rawCodec{})}}
-	if cfg.Compression == CompressionGzip {
+	switch cfg.Compression {
+	case CompressionGzip:
 		c.callOpts = append(c.callOpts, grpc.UseCompressor(gzip.Name))
+	case CompressionZstd:
+		c.callOpts = append(c.callOpts, grpc.UseCompressor(CompressionZstd))
 	}
 	p := newPipeline(pipelineConfig{name: cfg.Name, batch: cfg.Batch, retry: cfg.Retry, timeout: cc.Timeout}, q, c, m, logger)
 	return &OTLPGRPC{pipeline: p, target: target}, nil

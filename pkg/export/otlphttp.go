@@ -13,7 +13,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/klauspost/compress/gzip"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 )
@@ -27,12 +26,6 @@ const (
 	envOTLPMetricsHeaders  = "OTEL_EXPORTER_OTLP_METRICS_HEADERS"
 )
 
-// Compression values.
-const (
-	CompressionGzip = "gzip"
-	CompressionNone = "none"
-)
-
 // OTLPHTTPConfig configures OTLP over HTTP (protobuf).
 type OTLPHTTPConfig struct {
 	// Endpoint is a base URL, as OTEL_EXPORTER_OTLP_ENDPOINT: metrics go to
@@ -42,7 +35,7 @@ type OTLPHTTPConfig struct {
 	// Headers are added to every request. Nil: the OTEL_EXPORTER_OTLP_*
 	// HEADERS environment variables.
 	Headers map[string]string
-	// Compression is gzip (default) or none.
+	// Compression is gzip (default), zstd or none.
 	Compression string
 	// Timeout bounds one request (default 10s).
 	Timeout time.Duration
@@ -88,12 +81,8 @@ func newOTLPHTTP(cfg OTLPHTTPConfig, m *metrics, logger *slog.Logger) (*OTLPHTTP
 	if err := cc.validate(); err != nil {
 		return nil, fmt.Errorf("otlp http: %w", err)
 	}
-	switch cfg.Compression {
-	case "":
-		cfg.Compression = CompressionGzip
-	case CompressionGzip, CompressionNone:
-	default:
-		return nil, fmt.Errorf("otlp http: compression %q: want gzip or none", cfg.Compression)
+	if err := checkCompression("otlp http", &cfg.Compression); err != nil {
+		return nil, err
 	}
 	if cfg.Name == "" {
 		cfg.Name = "otlphttp"
@@ -106,7 +95,7 @@ func newOTLPHTTP(cfg OTLPHTTPConfig, m *metrics, logger *slog.Logger) (*OTLPHTTP
 	if err != nil {
 		return nil, fmt.Errorf("otlp http: %w", err)
 	}
-	c := &otlpHTTPClient{url: u, cfg: &cc, gzip: cfg.Compression == CompressionGzip, hc: hc}
+	c := &otlpHTTPClient{url: u, cfg: &cc, compression: cfg.Compression, hc: hc}
 	p := newPipeline(pipelineConfig{name: cfg.Name, batch: cfg.Batch, retry: cfg.Retry, timeout: cc.Timeout}, q, c, m, logger)
 	return &OTLPHTTP{pipeline: p, url: u}, nil
 }
@@ -161,27 +150,28 @@ func envHeaders() map[string]string {
 }
 
 type otlpHTTPClient struct {
-	url  string
-	cfg  *ClientConfig
-	gzip bool
-	hc   *http.Client
-	bufs sync.Pool // *bytes.Buffer
-	zws  sync.Pool // *gzip.Writer
+	url         string
+	cfg         *ClientConfig
+	compression string // gzip, zstd or none
+	hc          *http.Client
+	bufs        sync.Pool // *bytes.Buffer
+	zw          bodyCompressor
 }
 
 // sendEncoded posts an encoded ExportMetricsServiceRequest made of parts.
 func (c *otlpHTTPClient) sendEncoded(ctx context.Context, parts []*buf) error {
 	body := bytesOf(parts)
-	if c.gzip {
+	compressed := c.compression != CompressionNone
+	if compressed {
 		buf := c.buffer()
 		defer c.bufs.Put(buf) // after the body is closed (deferred below)
-		z, err := gzipTo(buf, &c.zws, body)
+		z, err := c.zw.compress(c.compression, buf, body)
 		if err != nil {
 			return permanent(err, "marshal")
 		}
 		body = [][]byte{z}
 	}
-	// The parts (and the gzip buffer) are reused once this returns.
+	// The parts (and the compressed buffer) are reused once this returns.
 	rb := newReusedBody(body)
 	defer rb.close()
 	req, err := rb.request(ctx, c.url)
@@ -192,8 +182,8 @@ func (c *otlpHTTPClient) sendEncoded(ctx context.Context, parts []*buf) error {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/x-protobuf")
-	if c.gzip {
-		req.Header.Set("Content-Encoding", "gzip")
+	if compressed {
+		req.Header.Set("Content-Encoding", c.compression)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {
@@ -220,28 +210,6 @@ func (c *otlpHTTPClient) buffer() *bytes.Buffer {
 		return buf
 	}
 	return new(bytes.Buffer)
-}
-
-// gzipTo compresses the concatenation of parts into buf with a pooled
-// writer.
-func gzipTo(buf *bytes.Buffer, pool *sync.Pool, parts [][]byte) ([]byte, error) {
-	buf.Reset()
-	zw, _ := pool.Get().(*gzip.Writer)
-	if zw == nil {
-		zw, _ = gzip.NewWriterLevel(buf, gzip.BestSpeed)
-	} else {
-		zw.Reset(buf)
-	}
-	defer pool.Put(zw)
-	for _, p := range parts {
-		if _, err := zw.Write(p); err != nil {
-			return nil, fmt.Errorf("gzip: %w", err)
-		}
-	}
-	if err := zw.Close(); err != nil {
-		return nil, fmt.Errorf("gzip: %w", err)
-	}
-	return buf.Bytes(), nil
 }
 
 func (c *otlpHTTPClient) close() error {

@@ -3,6 +3,7 @@ package export
 import (
 	"compress/gzip"
 	"context"
+	"github.com/klauspost/compress/zstd"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -101,12 +102,21 @@ func newOTLPHTTPServer(t *testing.T, fail func(n int64) (int, http.Header)) *otl
 			}
 		}
 		var body io.Reader = r.Body
-		if r.Header.Get("Content-Encoding") == "gzip" {
+		switch r.Header.Get("Content-Encoding") {
+		case "gzip":
 			zr, err := gzip.NewReader(r.Body)
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return
 			}
+			body = zr
+		case "zstd":
+			zr, err := zstd.NewReader(r.Body)
+			if err != nil {
+				http.Error(w, err.Error(), http.StatusBadRequest)
+				return
+			}
+			defer zr.Close()
 			body = zr
 		}
 		raw, err := io.ReadAll(body)

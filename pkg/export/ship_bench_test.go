@@ -26,7 +26,7 @@ const shipInterval = 100 * time.Millisecond
 
 // BenchmarkScrapeAndShip compares, in one run, what it costs to scrape a
 // sample and send it to a backend: allot (scrape loop → otlp.Appendable →
-// OTLP/HTTP exporter, protobuf and gzip; and → the remote write 1.0
+// OTLP/HTTP exporter, protobuf and gzip or zstd; and → the remote write 1.0
 // exporter, protobuf and snappy) and Prometheus in agent mode, the peer
 // that does this job (scrape loop → WAL → remote write 1.0, protobuf and
 // snappy). Every side scrapes the same target with a real scrape.Manager
@@ -62,6 +62,14 @@ func BenchmarkScrapeAndShip(b *testing.B) {
 		{name: "allot-otlp", allotOpt: true, open: func() (storage.AppendableV2, *scrapebench.Sender, func()) {
 			reg := prometheus.NewRegistry()
 			exp, err := NewOTLPHTTP(OTLPHTTPConfig{Endpoint: sink.URL}, reg, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			return allotSide(b, exp, reg)
+		}},
+		{name: "allot-otlp-zstd", allotOpt: true, open: func() (storage.AppendableV2, *scrapebench.Sender, func()) {
+			reg := prometheus.NewRegistry()
+			exp, err := NewOTLPHTTP(OTLPHTTPConfig{Endpoint: sink.URL, Compression: CompressionZstd}, reg, nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -104,6 +112,7 @@ func BenchmarkScrapeAndShip(b *testing.B) {
 	}
 	prom := perSample["prom-agent-rw"]
 	b.ReportMetric(prom/perSample["allot-otlp"], "otlp-vs-agent-throughput-ratio")
+	b.ReportMetric(prom/perSample["allot-otlp-zstd"], "otlp-zstd-vs-agent-throughput-ratio")
 	b.ReportMetric(prom/perSample["allot-rw"], "rw-vs-agent-throughput-ratio")
 }
 

@@ -9,6 +9,7 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
+	"github.com/klauspost/compress/zstd"
 	"io"
 	"net/http"
 	"sort"
@@ -251,13 +252,24 @@ const maxBody = 64 << 20
 
 func readBody(r *http.Request) ([]byte, error) {
 	var rd io.Reader = http.MaxBytesReader(nil, r.Body, maxBody)
-	if r.Header.Get("Content-Encoding") == "gzip" {
+	switch enc := r.Header.Get("Content-Encoding"); enc {
+	case "", "identity":
+	case "gzip":
 		zr, err := gzip.NewReader(rd)
 		if err != nil {
 			return nil, fmt.Errorf("gzip body: %w", err)
 		}
 		defer zr.Close()
 		rd = io.LimitReader(zr, maxBody)
+	case "zstd":
+		zr, err := zstd.NewReader(rd, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxMemory(maxBody))
+		if err != nil {
+			return nil, fmt.Errorf("zstd body: %w", err)
+		}
+		defer zr.Close()
+		rd = io.LimitReader(zr, maxBody)
+	default:
+		return nil, fmt.Errorf("Content-Encoding %q: want gzip, zstd or none", enc)
 	}
 	return io.ReadAll(rd)
 }

@@ -2,6 +2,7 @@ package sink
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/prometheus/prompb"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
@@ -33,6 +35,29 @@ func otlpBody(t *testing.T, ts time.Time, v float64) []byte {
 	return b
 }
 
+func gzipped(t *testing.T, b []byte) []byte {
+	t.Helper()
+	var buf bytes.Buffer
+	zw := gzip.NewWriter(&buf)
+	if _, err := zw.Write(b); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+func zstdEncoded(t *testing.T, b []byte) []byte {
+	t.Helper()
+	enc, err := zstd.NewWriter(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer enc.Close()
+	return enc.EncodeAll(b, nil)
+}
+
 func TestReceivers(t *testing.T) {
 	now := time.Now().Truncate(time.Millisecond)
 	rw := &prompb.WriteRequest{Timeseries: []prompb.TimeSeries{{
@@ -43,22 +68,35 @@ func TestReceivers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	otlp := otlpBody(t, now, 1)
 	for _, tc := range []struct {
 		name, path, contentType string
+		encoding                string
 		body                    []byte
 		wantStatus              int
 		wantSeries              Series
 	}{
-		{"otlp proto", "/v1/metrics", "application/x-protobuf", otlpBody(t, now, 1), http.StatusOK, `up{service.instance.id="i1",service.name="job"}`},
-		{"remote write", "/api/v1/write", "application/x-protobuf", snappy.Encode(nil, raw), http.StatusNoContent, `x{job="j"}`},
-		{"otlp garbage", "/v1/metrics", "application/x-protobuf", []byte("\xff\xff garbage"), http.StatusBadRequest, ""},
-		{"remote write not snappy", "/api/v1/write", "application/x-protobuf", []byte("plain"), http.StatusBadRequest, ""},
+		{"otlp proto", "/v1/metrics", "application/x-protobuf", "", otlp, http.StatusOK, `up{service.instance.id="i1",service.name="job"}`},
+		{"otlp gzip", "/v1/metrics", "application/x-protobuf", "gzip", gzipped(t, otlp), http.StatusOK, `up{service.instance.id="i1",service.name="job"}`},
+		{"otlp zstd", "/v1/metrics", "application/x-protobuf", "zstd", zstdEncoded(t, otlp), http.StatusOK, `up{service.instance.id="i1",service.name="job"}`},
+		{"otlp unknown encoding", "/v1/metrics", "application/x-protobuf", "br", otlp, http.StatusBadRequest, ""},
+		{"remote write", "/api/v1/write", "application/x-protobuf", "", snappy.Encode(nil, raw), http.StatusNoContent, `x{job="j"}`},
+		{"otlp garbage", "/v1/metrics", "application/x-protobuf", "", []byte("\xff\xff garbage"), http.StatusBadRequest, ""},
+		{"remote write not snappy", "/api/v1/write", "application/x-protobuf", "", []byte("plain"), http.StatusBadRequest, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := New(0)
 			srv := httptest.NewServer(s.Handler())
 			defer srv.Close()
-			resp, err := http.Post(srv.URL+tc.path, tc.contentType, bytes.NewReader(tc.body))
+			req, err := http.NewRequest(http.MethodPost, srv.URL+tc.path, bytes.NewReader(tc.body))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Content-Type", tc.contentType)
+			if tc.encoding != "" {
+				req.Header.Set("Content-Encoding", tc.encoding)
+			}
+			resp, err := http.DefaultClient.Do(req)
 			if err != nil {
 				t.Fatal(err)
 			}
