@@ -48,8 +48,8 @@ func TestCollectorsShareTargetsAndTakeOverWhenOneStops(t *testing.T) {
 	// DefaultCollectorTTL against the Collector's default 30 s HTTP SD
 	// refresh, here with 1 s polls.
 	const (
-		poll          = time.Second
-		defaultPoll   = 30 * time.Second
+		poll        = time.Second
+		defaultPoll = 30 * time.Second
 		// After the TTL: the expiry check (every TTL/10), the claims,
 		// then the others' next poll; one poll more of slack for a loaded
 		// CI machine (measured: 1.25 s after the TTL on 2 idle cores).
