@@ -86,7 +86,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.flagOTLP.Endpoint, "otlp.endpoint", "", "OTLP endpoint: base URL for http/protobuf (/v1/metrics is appended), host:port or http(s)://host:port for grpc. Empty: $OTEL_EXPORTER_OTLP_ENDPOINT.")
 	f.StringVar(&c.flagOTLP.Protocol, "otlp.protocol", ProtocolHTTP, "OTLP protocol: http/protobuf or grpc.")
 	f.Var((*headerFlag)(&c.flagOTLP.Headers), "otlp.header", "OTLP request header name=value (repeatable).")
-	f.StringVar(&c.flagOTLP.Compression, "otlp.compression", CompressionGzip, "OTLP compression: gzip, zstd (accepted by the OpenTelemetry Collector; less CPU, half the bytes) or none.")
+	f.StringVar(&c.flagOTLP.Compression, "otlp.compression", CompressionGzip, "OTLP compression: gzip, zstd (accepted by the OpenTelemetry Collector; less CPU than gzip, half the bytes) or none.")
 	f.DurationVar(&c.flagOTLP.Timeout, "otlp.timeout", DefaultTimeout, "Timeout of one OTLP request.")
 	f.StringVar(&c.flagOTLP.BearerTokenFile, "otlp.bearer-token-file", "", "File with a bearer token for the OTLP endpoint.")
 	registerTLSFlags(f, "otlp", &c.flagOTLP.ClientConfig)

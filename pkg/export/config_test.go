@@ -57,7 +57,8 @@ queue: {size: 4096}
 		{name: "authorization header and auth", yaml: "remote_write: [{url: 'http://a', bearer_token: x, headers: {Authorization: y}}]\n", err: "mutually exclusive"},
 		{name: "duplicate names", yaml: "otlp: [{name: x, endpoint: 'http://a'}]\nremote_write: [{name: x, url: 'http://b'}]\n", err: "two exporters named"},
 		{name: "bad name", yaml: "otlp: [{name: '../x', endpoint: 'http://a'}]\n", err: "letters, digits"},
-		{name: "bad compression", yaml: "otlp: [{endpoint: 'http://a', compression: zstd}]\n", err: "compression"},
+		{name: "bad compression", yaml: "otlp: [{endpoint: 'http://a', compression: brotli}]\n", err: `compression "brotli": want gzip, zstd or none`},
+		{name: "zstd", yaml: "otlp: [{endpoint: 'http://a', compression: zstd}]\n"},
 		{name: "remote write 1.0 by name", yaml: "remote_write: [{url: 'http://a', protobuf_message: prometheus.WriteRequest}]\n"},
 		{
 			name: "unknown protobuf_message", yaml: "remote_write: [{url: 'http://a', protobuf_message: io.prometheus.write.v3.Request}]\n",
