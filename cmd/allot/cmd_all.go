@@ -208,7 +208,7 @@ func allFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 
 		src := localScrapers(d, scrapers, conn.etcd, ks, loopback(srv.Addr()))
 		mountTargets(srv, src)
-		mountPages(g, srv, src, file, rbal, conn.etcd, ks)
+		mountPages(g, srv, src, d, file, rbal, conn.etcd, ks)
 		stopHTTP := serveUntilStopped(g, srv, logger)
 
 		fmt.Fprintf(os.Stderr, `

@@ -100,7 +100,7 @@ func discovererFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		}
 		src := remoteScrapers(d, conn.etcd, ks)
 		mountTargets(srv, src)
-		mountPages(g, srv, src, file, nil, conn.etcd, ks)
+		mountPages(g, srv, src, d, file, nil, conn.etcd, ks)
 		g.Go("http", func(ctx context.Context) error { return srv.serve(ctx, logger) })
 		return g.Wait()
 	}
@@ -202,7 +202,7 @@ func rebalancerFlags(fs *flag.FlagSet) func(context.Context, []string) error {
 		if err != nil {
 			return err
 		}
-		mountPages(g, srv, web.TargetSourceFunc(func(context.Context) (web.Targets, error) { return web.Targets{}, nil }), nil, r, cli, rbCfg.Keyspace)
+		mountPages(g, srv, web.TargetSourceFunc(func(context.Context) (web.Targets, error) { return web.Targets{}, nil }), nil, nil, r, cli, rbCfg.Keyspace)
 		g.Go("http", func(ctx context.Context) error { return srv.serve(ctx, logger) })
 		return g.Wait()
 	}

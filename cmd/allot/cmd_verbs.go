@@ -18,6 +18,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/allot-dev/allot/pkg/leases"
 	"github.com/allot-dev/allot/pkg/web"
 )
 
@@ -26,9 +27,6 @@ import (
 // what the /targets and /cluster pages show, as tables on stdout; what the
 // server says it could not see (unreachable scrapers, failed reads) goes to
 // stderr as warnings, so a partial answer is printed rather than lost.
-
-// unownedFilter is the --scraper value (and the page's) for targets nobody owns.
-const unownedFilter = "(unowned)"
 
 // apiClient is how a verb reaches allot: --url and, for a server started
 // with --web.tls-*, the CA and client certificate to use.
@@ -151,7 +149,7 @@ func targetsVerb(fs *flag.FlagSet, stdout, stderr io.Writer) func(context.Contex
 	c.register(fs)
 	job := fs.String("job", "", "Only targets of this job (scrape pool).")
 	state := fs.String("state", "", "Only targets in this state: up, down or unknown (default any).")
-	scraperID := fs.String("scraper", "", `Only targets owned by this scraper; "(unowned)" for targets nobody owns.`)
+	scraperID := fs.String("scraper", "", `Only targets owned by this scraper; "`+web.Unowned+`" for targets nobody owns.`)
 	return func(ctx context.Context, _ []string) error {
 		switch *state {
 		case "", "any", "up", "down", "unknown":
@@ -162,7 +160,7 @@ func targetsVerb(fs *flag.FlagSet, stdout, stderr io.Writer) func(context.Contex
 		if *job != "" {
 			q.Set("scrapePool", *job)
 		}
-		if *scraperID != "" && *scraperID != unownedFilter {
+		if *scraperID != "" && *scraperID != web.Unowned {
 			q.Set("scraper", *scraperID)
 		}
 		var t web.Targets
@@ -178,16 +176,7 @@ func targetsVerb(fs *flag.FlagSet, stdout, stderr io.Writer) func(context.Contex
 		// The server filters by job and owner already; filtering again
 		// here covers health (which /api/v1/targets does not take) and
 		// "(unowned)", and keeps the output right against older servers.
-		t = web.Filter(t, "active", *job, "", health)
-		if *scraperID != "" {
-			kept := t.ActiveTargets[:0]
-			for _, a := range t.ActiveTargets {
-				if a.Scraper == *scraperID || (*scraperID == unownedFilter && a.Scraper == "") {
-					kept = append(kept, a)
-				}
-			}
-			t.ActiveTargets = kept
-		}
+		t.ActiveTargets = web.MatchTargets(t.ActiveTargets, *job, health, *scraperID)
 		t.Sort()
 		return writeTargets(stdout, t.ActiveTargets, time.Now())
 	}
@@ -199,7 +188,7 @@ func writeTargets(w io.Writer, targets []web.ActiveTarget, now time.Time) error 
 	for _, a := range targets {
 		owner := a.Scraper
 		if owner == "" {
-			owner = unownedFilter
+			owner = web.Unowned
 		}
 		health := a.Health
 		if health == "" {
@@ -210,7 +199,7 @@ func writeTargets(w io.Writer, targets []web.ActiveTarget, now time.Time) error 
 			dur = time.Duration(a.LastScrapeDuration * float64(time.Second)).Truncate(time.Microsecond).String()
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n",
-			a.ScrapePool, a.ScrapeURL, health, owner, ago(now, a.LastScrape), dur, a.ScrapeInterval, a.Series, oneLine(a.LastError))
+			a.ScrapePool, a.ScrapeURL, health, owner, web.Ago(now, a.LastScrape), dur, a.ScrapeInterval, a.Series, oneLine(a.LastError))
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -246,7 +235,7 @@ func writeCluster(w io.Writer, c web.Cluster, limit int, now time.Time) error {
 	sort.SliceStable(c.Failovers, func(i, j int) bool { return c.Failovers[i].Time.After(c.Failovers[j].Time) })
 	scrapers, collectors := 0, 0
 	for _, m := range c.Members {
-		if m.Kind == "collector" {
+		if m.Kind == leases.KindCollector {
 			collectors++
 		} else {
 			scrapers++
@@ -257,7 +246,7 @@ func writeCluster(w io.Writer, c web.Cluster, limit int, now time.Time) error {
 		leader = "none known"
 	}
 	if !c.Updated.IsZero() {
-		leader += " (evaluated " + ago(now, c.Updated) + ")"
+		leader += " (evaluated " + web.Ago(now, c.Updated) + ")"
 	}
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintf(tw, "rebalancer leader:\t%s\n", leader)
@@ -281,74 +270,52 @@ func writeCluster(w io.Writer, c web.Cluster, limit int, now time.Time) error {
 	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "MEMBER\tKIND\tADDRESS\tZONE\tWEIGHT\tTARGETS\tSERIES\tSAMPLES/S\tSCRAPE S/S\tLOAD REPORT\tDRAINING")
 	for _, m := range c.Members {
-		kind := m.Kind
-		if kind == "" {
-			kind = "scraper"
-		}
 		report := "none"
 		if !m.LoadUpdated.IsZero() {
-			report = ago(now, m.LoadUpdated)
+			report = web.Ago(now, m.LoadUpdated)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%g\t%d\t%s\t%s\t%.3f\t%s\t%v\n",
-			m.ID, kind, m.Addr, m.Zone, m.Weight, m.Targets, web.Num(m.Series), web.Num(m.SamplesPerSecond), m.ScrapeSecondsPerSecond, report, m.Draining)
+			m.ID, kindName(m.Kind), m.Addr, m.Zone, m.Weight, m.Targets, web.Num(m.Series), web.Num(m.SamplesPerSecond), m.ScrapeSecondsPerSecond, report, m.Draining)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
 	}
 
-	moves := c.Moves
-	if limit > 0 && len(moves) > limit {
-		moves = moves[:limit]
+	err := writeRecent(w, "recent moves", "WHEN\tTARGET\tFROM\tTO\tREASON\tTOOK\tOUTCOME", c.Moves, limit, func(mv web.ClusterMove) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s", web.Ago(now, mv.Time), mv.Target, mv.From, mv.To, mv.Reason, mv.Duration, mv.Outcome)
+	})
+	if err != nil {
+		return err
 	}
-	fmt.Fprintf(w, "\nrecent moves: %d\n", len(c.Moves))
-	if len(moves) > 0 {
-		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "WHEN\tTARGET\tFROM\tTO\tREASON\tTOOK\tOUTCOME")
-		for _, mv := range moves {
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", ago(now, mv.Time), mv.Target, mv.From, mv.To, mv.Reason, mv.Duration, mv.Outcome)
-		}
-		if err := tw.Flush(); err != nil {
-			return err
-		}
-	}
-
-	failovers := c.Failovers
-	if limit > 0 && len(failovers) > limit {
-		failovers = failovers[:limit]
-	}
-	fmt.Fprintf(w, "\nfailovers: %d\n", len(c.Failovers))
-	if len(failovers) > 0 {
-		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "WHEN\tMEMBER\tKIND\tTARGETS TAKEN OVER")
-		for _, f := range failovers {
-			kind := f.Kind
-			if kind == "" {
-				kind = "scraper"
-			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\n", ago(now, f.Time), f.Member, kind, f.Targets)
-		}
-		return tw.Flush()
-	}
-	return nil
+	return writeRecent(w, "failovers", "WHEN\tMEMBER\tKIND\tTARGETS TAKEN OVER", c.Failovers, limit, func(f web.Failover) string {
+		return fmt.Sprintf("%s\t%s\t%s\t%d", web.Ago(now, f.Time), f.Member, kindName(f.Kind), f.Targets)
+	})
 }
 
-// ago is how long before now t was, rounded for reading as the pages do.
-func ago(now, t time.Time) string {
-	if t.IsZero() {
-		return "never"
+// writeRecent prints a count of items under title, then a table of the
+// first limit of them (0 = all), one row each.
+func writeRecent[T any](w io.Writer, title, header string, items []T, limit int, row func(T) string) error {
+	fmt.Fprintf(w, "\n%s: %d\n", title, len(items))
+	if limit > 0 && len(items) > limit {
+		items = items[:limit]
 	}
-	d := now.Sub(t)
-	switch {
-	case d < time.Second:
-		d = d.Truncate(time.Millisecond)
-	case d < time.Minute:
-		d = d.Truncate(10 * time.Millisecond)
-	case d < time.Hour:
-		d = d.Truncate(time.Second)
-	default:
-		d = d.Truncate(time.Minute)
+	if len(items) == 0 {
+		return nil
 	}
-	return d.String() + " ago"
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, header)
+	for _, it := range items {
+		fmt.Fprintln(tw, row(it))
+	}
+	return tw.Flush()
+}
+
+// kindName is a member's kind as the tables print it (no kind: a scraper).
+func kindName(kind string) string {
+	if kind == "" {
+		return leases.KindScraper
+	}
+	return kind
 }
 
 func ratio(f float64) string {

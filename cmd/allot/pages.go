@@ -4,6 +4,7 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"github.com/prometheus/prometheus/config"
 	"log/slog"
 	"time"
 
@@ -56,10 +57,10 @@ func (o *taOptions) start(g *group, srv *server, file *configfile.File, ks lease
 
 // mountPages serves the human pages: service discovery, effective config
 // and the cluster view (from the rebalancer's status when this process runs
-// one, else from etcd).
-func mountPages(g *group, srv *server, src web.TargetSource, file *configfile.File, rb *rebalancer.Rebalancer, cli *clientv3.Client, ks leases.Keyspace) {
+// one, else from etcd). d is the discoverer this process runs, if any.
+func mountPages(g *group, srv *server, src web.TargetSource, d *discoverer.Discoverer, file *configfile.File, rb *rebalancer.Rebalancer, cli *clientv3.Client, ks leases.Keyspace) {
 	srv.mux.Handle("/service-discovery", web.ServiceDiscoveryPage(src))
-	srv.mux.Handle("/config", web.ConfigPage(effectiveConfig(src, file, rb)))
+	srv.mux.Handle("/config", web.ConfigPage(effectiveConfig(d, file, rb)))
 	failovers := &web.FailoverLog{}
 	cs := web.ClusterSourceFunc(func(ctx context.Context) (web.Cluster, error) {
 		return clusterView(ctx, rb, cli, ks, failovers)
@@ -89,36 +90,31 @@ func mountPages(g *group, srv *server, src web.TargetSource, file *configfile.Fi
 }
 
 // effectiveConfig is what /config shows. In a process that runs the
-// discoverer (src is the view built on it) that is the scrape configuration
-// the discoverer runs now: the last one applied, at start or by a reload,
-// with the jobs generated from Prometheus Operator resources; followed by
-// the file's allot: section as read at start, which is what runs (a reload
-// applies scrape configs only). A process without a discoverer says what it
-// runs instead of failing.
-func effectiveConfig(src web.TargetSource, file *configfile.File, rb *rebalancer.Rebalancer) web.ConfigSource {
-	var d *discoverer.Discoverer
-	if v, ok := src.(*discovererView); ok {
-		d = v.d
-	}
+// discoverer d that is the scrape configuration d runs now: the last one
+// applied, at start or by a reload, with the jobs generated from
+// Prometheus Operator resources; followed by the file's allot: section as
+// read at start, which is what runs (a reload applies scrape configs
+// only). A process without a discoverer says what it runs instead of
+// failing.
+func effectiveConfig(d *discoverer.Discoverer, file *configfile.File, rb *rebalancer.Rebalancer) web.ConfigSource {
 	return func() (web.EffectiveConfig, error) {
-		var c web.EffectiveConfig
+		var (
+			c       web.EffectiveConfig
+			running any // what the YAML shows before the allot: section
+			applied *config.Config
+		)
+		if d != nil {
+			applied = d.Config() // once: a reload may come in between
+		}
 		switch {
-		case d != nil && d.Config() != nil:
-			b, err := yaml.Marshal(d.Config())
-			if err != nil {
-				return c, fmt.Errorf("marshal the running scrape configuration: %w", err)
-			}
-			c.YAML = string(b)
+		case applied != nil:
+			running = applied
 			c.Note = "The scrape configuration the discoverer runs now (as last applied: at start, by SIGHUP or POST /-/reload, and jobs generated from Prometheus Operator resources), then the allot: section as read at start (a reload applies scrape configurations only)."
 		case d != nil:
 			c.Note = "The discoverer has not applied a configuration yet."
 			return c, nil
 		case file != nil && file.Prometheus != nil:
-			b, err := yaml.Marshal(file.Prometheus)
-			if err != nil {
-				return c, fmt.Errorf("marshal the configuration: %w", err)
-			}
-			c.YAML = string(b)
+			running = file.Prometheus
 			c.Note = "The configuration file as read at start: this process runs no discoverer, so it runs no scrape configuration of its own."
 		case rb != nil:
 			c.Note = "This process runs the rebalancer only: it has no scrape configuration. The discoverer's /config shows the scrape configuration the pool runs; the rebalancer's settings are its command-line flags."
@@ -127,11 +123,15 @@ func effectiveConfig(src web.TargetSource, file *configfile.File, rb *rebalancer
 			c.Note = "This process runs no discoverer: it has no scrape configuration."
 			return c, nil
 		}
+		b, err := yaml.Marshal(running)
+		if err != nil {
+			return c, fmt.Errorf("marshal the configuration: %w", err)
+		}
 		allot, err := allotSection(file)
 		if err != nil {
 			return c, err
 		}
-		c.YAML += allot
+		c.YAML = string(b) + allot
 		return c, nil
 	}
 }

@@ -93,7 +93,7 @@ func startReloadFixture(t *testing.T, initial string) *reloadFixture {
 	if f.d, err = startDiscoverer(g, f.srv, dCfg, &crOptions{}, f.path, conn.etcd, conn.js, file, logger); err != nil {
 		t.Fatal(err)
 	}
-	mountPages(g, f.srv, remoteScrapers(f.d, conn.etcd, ks), file, nil, conn.etcd, ks)
+	mountPages(g, f.srv, remoteScrapers(f.d, conn.etcd, ks), f.d, file, nil, conn.etcd, ks)
 	t.Cleanup(func() {
 		cancel()
 		if err := g.Wait(); err != nil {
@@ -286,8 +286,7 @@ func TestConfigPageShowsGeneratedJobs(t *testing.T) {
 // TestConfigPageWithoutDiscoverer: a process that runs no discoverer (allot
 // rebalancer) says what it runs instead of failing.
 func TestConfigPageWithoutDiscoverer(t *testing.T) {
-	empty := web.TargetSourceFunc(func(context.Context) (web.Targets, error) { return web.Targets{}, nil })
-	h := web.ConfigPage(effectiveConfig(empty, nil, new(rebalancer.Rebalancer)))
+	h := web.ConfigPage(effectiveConfig(nil, nil, new(rebalancer.Rebalancer)))
 	for _, q := range []string{"", "?format=json", "?format=yaml"} {
 		rec := httptest.NewRecorder()
 		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/config"+q, nil))

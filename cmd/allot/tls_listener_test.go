@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -18,7 +16,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -90,25 +87,6 @@ func writePEM(t *testing.T, file, typ string, der []byte) {
 	}
 }
 
-// startRole runs `allot <args>` until the test ends and returns its exit
-// channel and stderr.
-func startRole(t *testing.T, args ...string) (<-chan int, *syncBuffer) {
-	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan int, 1)
-	stderr := &syncBuffer{}
-	go func() { done <- run(ctx, args, io.Discard, stderr) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			t.Errorf("allot %s did not stop within 30s", args[0])
-		}
-	})
-	return done, stderr
-}
-
 // TestTLSScrapeConfigsSecrets runs two discoverers with the Target
 // Allocator API on, one on plain HTTP and one with --web.tls-* and client
 // certificates: the TLS one shows /scrape_configs with the job's password,
@@ -133,8 +111,8 @@ func TestTLSScrapeConfigsSecrets(t *testing.T) {
 	common := []string{"--etcd.endpoints=" + c.Etcd.Endpoint(), "--nats.url=" + c.NATS.URL(), "--config.file=" + cfgFile,
 		"--target-allocator.enabled", "--events.replicas=1", "--log.level=warn"}
 	plainAddr, tlsAddr := freeAddr(t), freeAddr(t)
-	plainDone, plainErr := startRole(t, append([]string{"discoverer", "--discoverer.id=plain", "--web.listen-address=" + plainAddr, "--data.dir=" + t.TempDir()}, common...)...)
-	tlsDone, tlsErr := startRole(t, append([]string{"discoverer", "--discoverer.id=tls", "--web.listen-address=" + tlsAddr, "--data.dir=" + t.TempDir(),
+	plain := startRun(t, append([]string{"discoverer", "--discoverer.id=plain", "--web.listen-address=" + plainAddr, "--data.dir=" + t.TempDir()}, common...)...)
+	secured := startRun(t, append([]string{"discoverer", "--discoverer.id=tls", "--web.listen-address=" + tlsAddr, "--data.dir=" + t.TempDir(),
 		"--web.tls-cert-file=" + pki.serverCert, "--web.tls-key-file=" + pki.serverKey, "--web.tls-client-ca-file=" + pki.caFile}, common...)...)
 
 	clientCert, err := tls.LoadX509KeyPair(pki.clientCert, pki.clientKey)
@@ -150,16 +128,15 @@ func TestTLSScrapeConfigsSecrets(t *testing.T) {
 		name       string
 		client     *http.Client
 		url        string
-		done       <-chan int
-		stderr     *syncBuffer
+		allot      *runInProcess
 		wantSecret bool
 	}{
-		{"plain HTTP redacts", http.DefaultClient, "http://" + plainAddr + "/scrape_configs", plainDone, plainErr, false},
-		{"TLS with a client certificate shows secrets", withCert, "https://" + tlsAddr + "/scrape_configs", tlsDone, tlsErr, true},
+		{"plain HTTP redacts", http.DefaultClient, "http://" + plainAddr + "/scrape_configs", plain, false},
+		{"TLS with a client certificate shows secrets", withCert, "https://" + tlsAddr + "/scrape_configs", secured, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// The first answers may come before the catalog has the job.
-			body := pollOK(t, tc.client, tc.url, tc.done, tc.stderr, func(b string) bool { return strings.Contains(b, `"secured"`) })
+			body := pollOK(t, tc.client, tc.url, tc.allot, func(b string) bool { return strings.Contains(b, `"secured"`) })
 			if got := strings.Contains(body, secret); got != tc.wantSecret {
 				t.Errorf("password shown = %v, want %v: %s", got, tc.wantSecret, body)
 			}
@@ -186,32 +163,28 @@ func TestTLSScrapeConfigsSecrets(t *testing.T) {
 	})
 }
 
-// pollOK GETs url until it answers 200 with a body that is ready, and
-// returns the body.
-func pollOK(t *testing.T, client *http.Client, url string, done <-chan int, stderr *syncBuffer, ready func(string) bool) string {
+// pollOK GETs url, served by allot, until it answers 200 with a body that
+// is ready, and returns the body.
+func pollOK(t *testing.T, client *http.Client, url string, allot *runInProcess, ready func(string) bool) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	var last string
-	for time.Now().Before(deadline) {
+	var last, body string
+	if !waitUntil(30*time.Second, func() bool {
+		if code, exited := allot.exited(); exited {
+			t.Fatalf("allot exited with %d: %s", code, allot.stderr.String())
+		}
 		resp, err := client.Get(url)
-		if err == nil {
-			b, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK && ready(string(b)) {
-				return string(b)
-			}
-			last = resp.Status + ": " + string(b)
-		} else {
+		if err != nil {
 			last = err.Error()
+			return false
 		}
-		select {
-		case code := <-done:
-			t.Fatalf("allot exited with %d: %s", code, stderr.String())
-		case <-time.After(100 * time.Millisecond):
-		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		body, last = string(b), resp.Status+": "+string(b)
+		return resp.StatusCode == http.StatusOK && ready(body)
+	}) {
+		t.Fatalf("%s: no 200 within 30s; last: %s\nstderr: %s", url, last, allot.stderr.String())
 	}
-	t.Fatalf("%s: no 200 within 30s; last: %s\nstderr: %s", url, last, stderr.String())
-	return ""
+	return body
 }
 
 func TestTLSOptions(t *testing.T) {
@@ -256,23 +229,4 @@ func TestTLSOptions(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuffer is a bytes.Buffer safe to write from the command's goroutines
-// while the test reads it.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }

@@ -196,6 +196,56 @@ scrape_configs:
 	return CPUTime() - c0, counting.samples.Load() - s0
 }
 
+// Side is one storage that Compare scrapes into.
+type Side struct {
+	Name string
+	// Open makes the side's storage for one run (so that no run's state
+	// outlives it), how Run scrapes it, and what ends it after the run
+	// (nil: nothing).
+	Open func() (storage.AppendableV2, Config, func())
+}
+
+// Compare runs every side for scrapes scrapes of addr, in two rounds that
+// alternate the sides, so that drift in machine load hits all, as the
+// benchmark's timed part. It reports each side's process CPU time per
+// sample as "<name>-cpu-ns/sample" and returns those figures by name (none
+// for a side that committed no samples).
+func Compare(b *testing.B, addr string, sides []Side, scrapes int) map[string]float64 {
+	cpu := make([]time.Duration, len(sides))
+	n := make([]int64, len(sides))
+	b.ResetTimer()
+	for range 2 {
+		for i, s := range sides {
+			app, cfg, closeSide := s.Open()
+			c, k := Run(b, addr, app, cfg, scrapes)
+			if closeSide != nil {
+				closeSide()
+			}
+			cpu[i] += c
+			n[i] += k
+		}
+	}
+	b.StopTimer()
+	perSample := map[string]float64{}
+	for i, s := range sides {
+		if n[i] > 0 {
+			perSample[s.Name] = float64(cpu[i].Nanoseconds()) / float64(n[i])
+			b.ReportMetric(perSample[s.Name], s.Name+"-cpu-ns/sample")
+		}
+	}
+	return perSample
+}
+
+// ReportRatio reports perSample[base] / perSample[side] (side's throughput
+// as a fraction of base's) as metric, if Compare measured both.
+func ReportRatio(b *testing.B, perSample map[string]float64, base, side, metric string) {
+	bv, ok1 := perSample[base]
+	sv, ok2 := perSample[side]
+	if ok1 && ok2 {
+		b.ReportMetric(bv/sv, metric)
+	}
+}
+
 // countingAppendable counts committed samples and scrapes.
 type countingAppendable struct {
 	next    storage.AppendableV2

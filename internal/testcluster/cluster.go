@@ -1,7 +1,8 @@
 // Package testcluster runs what allot's service tests run against: an
-// embedded etcd and NATS for each test ([Start]), and, once the test binary
-// is done, a check that no goroutine of the code under test outlived its
-// test ([VerifyTestMain]).
+// embedded etcd and NATS for each test ([Start]), the history of a
+// keyspace's claims and moves as etcd has it ([WatchHistory]), and, once the
+// test binary is done, a check that no goroutine of the code under test
+// outlived its test ([VerifyTestMain]).
 package testcluster
 
 import (

@@ -1,7 +1,6 @@
 package export
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"testing"
@@ -143,13 +142,12 @@ func BenchmarkEncodeOTLPHTTP(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				buf := c.buffer()
-				body, err := c.zw.compress(compression, buf, [][]byte{raw})
+				body, err := c.zw.compress(compression, [][]byte{raw})
 				if err != nil {
 					b.Fatal(err)
 				}
-				size = len(body)
-				c.bufs.Put(buf)
+				size = body.Len()
+				c.zw.put(body)
 			}
 			b.ReportMetric(float64(b.N*benchSamples)/b.Elapsed().Seconds(), "samples/s")
 			b.ReportMetric(float64(size)/benchSamples, "bytes/sample")
@@ -166,14 +164,14 @@ func BenchmarkCompress(b *testing.B) {
 	for _, compression := range []string{CompressionGzip, CompressionZstd} {
 		b.Run(compression, func(b *testing.B) {
 			var c bodyCompressor
-			var buf bytes.Buffer
 			var size int
 			for b.Loop() {
-				body, err := c.compress(compression, &buf, [][]byte{raw})
+				body, err := c.compress(compression, [][]byte{raw})
 				if err != nil {
 					b.Fatal(err)
 				}
-				size = len(body)
+				size = body.Len()
+				c.put(body)
 			}
 			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*benchSamples), "ns/sample")
 			b.ReportMetric(float64(size)/benchSamples, "bytes/sample")

@@ -149,6 +149,30 @@ func (c *ClientConfig) setHeaders(req *http.Request) error {
 	return nil
 }
 
+// post sends body to url with the configured headers and authorization,
+// then the headers that header sets. It returns the response, whose body
+// it has closed, and up to 64 KiB of that body. body is read only until
+// post returns (reusedBody), so the caller may reuse its memory then.
+func (c *ClientConfig) post(ctx context.Context, hc *http.Client, url string, body [][]byte, header func(http.Header)) (*http.Response, []byte, error) {
+	rb := newReusedBody(body)
+	defer rb.close()
+	req, err := rb.request(ctx, url)
+	if err != nil {
+		return nil, nil, permanent(err, "request")
+	}
+	if err := c.setHeaders(req); err != nil {
+		return nil, nil, err
+	}
+	header(req.Header)
+	resp, err := hc.Do(req)
+	if err != nil {
+		return nil, nil, fmt.Errorf("post %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	respBody, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	return resp, respBody, nil
+}
+
 // perRPC adds headers and authorization to gRPC calls
 // (credentials.PerRPCCredentials).
 type perRPC struct{ c *ClientConfig }

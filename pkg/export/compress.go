@@ -21,76 +21,108 @@ const (
 	CompressionNone = "none"
 )
 
-// checkCompression fills in the default and rejects what is not a known
-// value; what names the exporter in the error.
+// validCompression rejects what is not a known value ("" is the default).
+func validCompression(c string) error {
+	switch c {
+	case "", CompressionGzip, CompressionZstd, CompressionNone:
+		return nil
+	}
+	return fmt.Errorf("compression %q: want gzip, zstd or none", c)
+}
+
+// checkCompression rejects what is not a known value and fills in the
+// default; what names the exporter in the error.
 func checkCompression(what string, c *string) error {
-	switch *c {
-	case "":
+	if err := validCompression(*c); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if *c == "" {
 		*c = CompressionGzip
-	case CompressionGzip, CompressionZstd, CompressionNone:
-	default:
-		return fmt.Errorf("%s: compression %q: want gzip, zstd or none", what, *c)
 	}
 	return nil
 }
 
-// bodyCompressor compresses request bodies with pooled writers. The zero
-// value is ready for use.
+// bodyCompressor compresses request bodies with pooled writers into pooled
+// buffers. The zero value is ready for use.
 type bodyCompressor struct {
 	gzips sync.Pool // *gzip.Writer
-	joins sync.Pool // *bytes.Buffer: zstd's input, the parts joined
+	bufs  sync.Pool // *bytes.Buffer: compressed bodies, and zstd's joined input
 }
 
-// compress writes the concatenation of parts, compressed with compression
-// (gzip or zstd), into buf and returns buf's bytes.
-func (c *bodyCompressor) compress(compression string, buf *bytes.Buffer, parts [][]byte) ([]byte, error) {
-	buf.Reset()
+// compress returns the concatenation of parts, compressed with compression
+// (gzip or zstd), in a pooled buffer that the caller gives back with put
+// once nothing reads the body any more.
+func (c *bodyCompressor) compress(compression string, parts [][]byte) (*bytes.Buffer, error) {
+	buf := c.buffer()
+	var err error
 	switch compression {
 	case CompressionGzip:
-		zw, _ := c.gzips.Get().(*gzip.Writer)
-		if zw == nil {
-			zw, _ = gzip.NewWriterLevel(buf, gzip.BestSpeed)
-		} else {
-			zw.Reset(buf)
-		}
-		defer c.gzips.Put(zw)
-		for _, p := range parts {
-			if _, err := zw.Write(p); err != nil {
-				return nil, fmt.Errorf("gzip: %w", err)
-			}
-		}
-		if err := zw.Close(); err != nil {
-			return nil, fmt.Errorf("gzip: %w", err)
-		}
-		return buf.Bytes(), nil
+		err = c.gzipInto(buf, parts)
 	case CompressionZstd:
-		enc, err := zstdEncoder()
-		if err != nil {
-			return nil, fmt.Errorf("zstd: %w", err)
-		}
-		// EncodeAll is safe for concurrent use, so one encoder serves
-		// every sender; it wants the body in one piece.
-		src := []byte(nil)
-		if len(parts) == 1 {
-			src = parts[0]
-		} else {
-			j, _ := c.joins.Get().(*bytes.Buffer)
-			if j == nil {
-				j = new(bytes.Buffer)
-			}
-			j.Reset()
-			for _, p := range parts {
-				j.Write(p)
-			}
-			defer c.joins.Put(j)
-			src = j.Bytes()
-		}
-		// buf takes the output as its storage, so a grown array stays
-		// with the pooled buffer.
-		*buf = *bytes.NewBuffer(enc.EncodeAll(src, buf.Bytes()[:0]))
-		return buf.Bytes(), nil
+		err = c.zstdInto(buf, parts)
+	default:
+		err = fmt.Errorf("compress: unknown compression %q", compression)
 	}
-	return nil, fmt.Errorf("compress: unknown compression %q", compression)
+	if err != nil {
+		c.put(buf)
+		return nil, err
+	}
+	return buf, nil
+}
+
+// put gives back a buffer compress returned.
+func (c *bodyCompressor) put(buf *bytes.Buffer) { c.bufs.Put(buf) }
+
+func (c *bodyCompressor) buffer() *bytes.Buffer {
+	buf, _ := c.bufs.Get().(*bytes.Buffer)
+	if buf == nil {
+		return new(bytes.Buffer)
+	}
+	buf.Reset()
+	return buf
+}
+
+func (c *bodyCompressor) gzipInto(buf *bytes.Buffer, parts [][]byte) error {
+	zw, _ := c.gzips.Get().(*gzip.Writer)
+	if zw == nil {
+		zw, _ = gzip.NewWriterLevel(buf, gzip.BestSpeed)
+	} else {
+		zw.Reset(buf)
+	}
+	defer c.gzips.Put(zw)
+	for _, p := range parts {
+		if _, err := zw.Write(p); err != nil {
+			return fmt.Errorf("gzip: %w", err)
+		}
+	}
+	if err := zw.Close(); err != nil {
+		return fmt.Errorf("gzip: %w", err)
+	}
+	return nil
+}
+
+func (c *bodyCompressor) zstdInto(buf *bytes.Buffer, parts [][]byte) error {
+	enc, err := zstdEncoder()
+	if err != nil {
+		return fmt.Errorf("zstd: %w", err)
+	}
+	// EncodeAll is safe for concurrent use, so one encoder serves every
+	// sender; it wants the body in one piece.
+	var src []byte
+	if len(parts) == 1 {
+		src = parts[0]
+	} else {
+		j := c.buffer()
+		defer c.put(j)
+		for _, p := range parts {
+			j.Write(p)
+		}
+		src = j.Bytes()
+	}
+	// buf takes the output as its storage, so a grown array stays with
+	// the pooled buffer (and nothing is copied).
+	*buf = *bytes.NewBuffer(enc.EncodeAll(src, buf.Bytes()[:0]))
+	return nil
 }
 
 // zstdEncoder is the process's zstd encoder for whole bodies, at the

@@ -282,10 +282,8 @@ func (e *OTLPEndpoint) validate() error {
 	default:
 		return fmt.Errorf("protocol %q: want http/protobuf or grpc", e.Protocol)
 	}
-	switch e.Compression {
-	case "", CompressionGzip, CompressionZstd, CompressionNone:
-	default:
-		return fmt.Errorf("compression %q: want gzip, zstd or none", e.Compression)
+	if err := validCompression(e.Compression); err != nil {
+		return err
 	}
 	if err := e.ClientConfig.validate(); err != nil {
 		return err

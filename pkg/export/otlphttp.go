@@ -1,16 +1,13 @@
 package export
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -154,7 +151,6 @@ type otlpHTTPClient struct {
 	cfg         *ClientConfig
 	compression string // gzip, zstd or none
 	hc          *http.Client
-	bufs        sync.Pool // *bytes.Buffer
 	zw          bodyCompressor
 }
 
@@ -163,34 +159,23 @@ func (c *otlpHTTPClient) sendEncoded(ctx context.Context, parts []*buf) error {
 	body := bytesOf(parts)
 	compressed := c.compression != CompressionNone
 	if compressed {
-		buf := c.buffer()
-		defer c.bufs.Put(buf) // after the body is closed (deferred below)
-		z, err := c.zw.compress(c.compression, buf, body)
+		z, err := c.zw.compress(c.compression, body)
 		if err != nil {
 			return permanent(err, "marshal")
 		}
-		body = [][]byte{z}
+		defer c.zw.put(z) // post has ended every read of it by then
+		body = [][]byte{z.Bytes()}
 	}
 	// The parts (and the compressed buffer) are reused once this returns.
-	rb := newReusedBody(body)
-	defer rb.close()
-	req, err := rb.request(ctx, c.url)
+	resp, respBody, err := c.cfg.post(ctx, c.hc, c.url, body, func(h http.Header) {
+		h.Set("Content-Type", "application/x-protobuf")
+		if compressed {
+			h.Set("Content-Encoding", c.compression)
+		}
+	})
 	if err != nil {
-		return permanent(err, "request")
-	}
-	if err := c.cfg.setHeaders(req); err != nil {
 		return err
 	}
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	if compressed {
-		req.Header.Set("Content-Encoding", c.compression)
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("post %s: %w", c.url, err)
-	}
-	defer resp.Body.Close()
-	respBody, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if resp.StatusCode/100 != 2 {
 		return classifyHTTP(resp, respBody)
 	}
@@ -203,13 +188,6 @@ func (c *otlpHTTPClient) sendEncoded(ctx context.Context, parts []*buf) error {
 		}
 	}
 	return nil
-}
-
-func (c *otlpHTTPClient) buffer() *bytes.Buffer {
-	if buf, ok := c.bufs.Get().(*bytes.Buffer); ok {
-		return buf
-	}
-	return new(bytes.Buffer)
 }
 
 func (c *otlpHTTPClient) close() error {

@@ -3,7 +3,6 @@ package export
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"net/url"
@@ -138,30 +137,20 @@ func (c *remoteWriteClient) send(ctx context.Context, md pmetric.Metrics) error 
 	b.snappy = snappy.Encode(b.snappy[:cap(b.snappy)], b.raw)
 	// b goes back to the pool, and its memory to the next request, once
 	// this returns.
-	rb := newReusedBody([][]byte{b.snappy})
-	defer rb.close()
-	req, err := rb.request(ctx, c.url)
+	resp, body, err := c.cfg.post(ctx, c.hc, c.url, [][]byte{b.snappy}, func(h http.Header) {
+		h.Set("Content-Encoding", "snappy")
+		h.Set("User-Agent", "allot")
+		if c.v2 {
+			h.Set("Content-Type", rw2ContentType)
+			h.Set("X-Prometheus-Remote-Write-Version", rw2Version)
+		} else {
+			h.Set("Content-Type", "application/x-protobuf")
+			h.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
+		}
+	})
 	if err != nil {
-		return permanent(err, "request")
-	}
-	if err := c.cfg.setHeaders(req); err != nil {
 		return err
 	}
-	req.Header.Set("Content-Encoding", "snappy")
-	req.Header.Set("User-Agent", "allot")
-	if c.v2 {
-		req.Header.Set("Content-Type", rw2ContentType)
-		req.Header.Set("X-Prometheus-Remote-Write-Version", rw2Version)
-	} else {
-		req.Header.Set("Content-Type", "application/x-protobuf")
-		req.Header.Set("X-Prometheus-Remote-Write-Version", "0.1.0")
-	}
-	resp, err := c.hc.Do(req)
-	if err != nil {
-		return fmt.Errorf("post %s: %w", c.url, err)
-	}
-	defer resp.Body.Close()
-	body, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	if c.v2 {
 		return checkRW2Response(resp, body, sent, md.DataPointCount())
 	}

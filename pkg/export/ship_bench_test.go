@@ -50,93 +50,54 @@ func BenchmarkScrapeAndShip(b *testing.B) {
 	}))
 	b.Cleanup(sink.Close)
 
-	sides := []struct {
-		name     string
-		allotOpt bool
-		// open makes the side's storage, a test that it has sent all
-		// it took, and what to close when the run is over.
-		open func() (storage.AppendableV2, *scrapebench.Sender, func())
-		cpu  time.Duration
-		n    int64
-	}{
-		{name: "allot-otlp", allotOpt: true, open: func() (storage.AppendableV2, *scrapebench.Sender, func()) {
-			reg := prometheus.NewRegistry()
-			exp, err := NewOTLPHTTP(OTLPHTTPConfig{Endpoint: sink.URL}, reg, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return allotSide(b, exp, reg)
-		}},
-		{name: "allot-otlp-zstd", allotOpt: true, open: func() (storage.AppendableV2, *scrapebench.Sender, func()) {
-			reg := prometheus.NewRegistry()
-			exp, err := NewOTLPHTTP(OTLPHTTPConfig{Endpoint: sink.URL, Compression: CompressionZstd}, reg, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return allotSide(b, exp, reg)
-		}},
-		{name: "allot-rw", allotOpt: true, open: func() (storage.AppendableV2, *scrapebench.Sender, func()) {
-			reg := prometheus.NewRegistry()
-			exp, err := NewRemoteWrite(RemoteWriteConfig{URL: sink.URL + "/api/v1/write"}, reg, nil)
-			if err != nil {
-				b.Fatal(err)
-			}
-			return allotSide(b, exp, reg)
-		}},
-		{name: "prom-agent-rw", open: func() (storage.AppendableV2, *scrapebench.Sender, func()) {
+	sides := []scrapebench.Side{
+		allotSide(b, "allot-otlp", func(reg prometheus.Registerer) (Exporter, error) {
+			return NewOTLPHTTP(OTLPHTTPConfig{Endpoint: sink.URL}, reg, nil)
+		}),
+		allotSide(b, "allot-otlp-zstd", func(reg prometheus.Registerer) (Exporter, error) {
+			return NewOTLPHTTP(OTLPHTTPConfig{Endpoint: sink.URL, Compression: CompressionZstd}, reg, nil)
+		}),
+		allotSide(b, "allot-rw", func(reg prometheus.Registerer) (Exporter, error) {
+			return NewRemoteWrite(RemoteWriteConfig{URL: sink.URL + "/api/v1/write"}, reg, nil)
+		}),
+		{Name: "prom-agent-rw", Open: func() (storage.AppendableV2, scrapebench.Config, func()) {
 			return agentSide(b, sink.URL+"/api/v1/write")
 		}},
 	}
-	b.ResetTimer()
-	// Two rounds each, alternating, so drift in machine load hits all.
-	for range 2 {
-		for i := range sides {
-			s := &sides[i]
-			app, sender, closeSide := s.open()
-			cfg := scrapebench.Config{Interval: shipInterval, Sender: sender}
-			if s.allotOpt {
-				cfg.ScrapeOptions = otlp.ScrapeOptions
-			}
-			c, n := scrapebench.Run(b, addr, app, cfg, b.N)
-			closeSide()
-			s.cpu, s.n = s.cpu+c, s.n+n
-		}
-	}
-	b.StopTimer()
-	perSample := map[string]float64{}
-	for _, s := range sides {
-		if s.n > 0 {
-			perSample[s.name] = float64(s.cpu.Nanoseconds()) / float64(s.n)
-			b.ReportMetric(perSample[s.name], s.name+"-cpu-ns/sample")
-		}
-	}
-	prom := perSample["prom-agent-rw"]
-	b.ReportMetric(prom/perSample["allot-otlp"], "otlp-vs-agent-throughput-ratio")
-	b.ReportMetric(prom/perSample["allot-otlp-zstd"], "otlp-zstd-vs-agent-throughput-ratio")
-	b.ReportMetric(prom/perSample["allot-rw"], "rw-vs-agent-throughput-ratio")
+	perSample := scrapebench.Compare(b, addr, sides, b.N)
+	scrapebench.ReportRatio(b, perSample, "prom-agent-rw", "allot-otlp", "otlp-vs-agent-throughput-ratio")
+	scrapebench.ReportRatio(b, perSample, "prom-agent-rw", "allot-otlp-zstd", "otlp-zstd-vs-agent-throughput-ratio")
+	scrapebench.ReportRatio(b, perSample, "prom-agent-rw", "allot-rw", "rw-vs-agent-throughput-ratio")
 }
 
-// allotSide is allot's scrape path into exporter exp, whose metrics are in
-// reg; its Sender compares the points the conversion produced with those
-// the exporter sent.
-func allotSide(b *testing.B, exp Exporter, reg *prometheus.Registry) (storage.AppendableV2, *scrapebench.Sender, func()) {
-	app := otlp.NewAppendable(exp, otlp.Options{}, reg, nil)
-	sender := &scrapebench.Sender{
-		Taken: func() float64 { return gatherSum(b, reg, "allot_otlp_data_points_total") },
-		Sent:  func() float64 { return gatherSum(b, reg, "allot_export_sent_points_total") },
-	}
-	return app, sender, func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		if err := exp.Shutdown(ctx); err != nil {
-			b.Error(err)
+// allotSide is allot's scrape path into the exporter newExp makes (with
+// allot's scrape options); its Sender compares the points the conversion
+// produced with those the exporter sent.
+func allotSide(b *testing.B, name string, newExp func(reg prometheus.Registerer) (Exporter, error)) scrapebench.Side {
+	return scrapebench.Side{Name: name, Open: func() (storage.AppendableV2, scrapebench.Config, func()) {
+		reg := prometheus.NewRegistry()
+		exp, err := newExp(reg)
+		if err != nil {
+			b.Fatal(err)
 		}
-	}
+		app := otlp.NewAppendable(exp, otlp.Options{}, reg, nil)
+		cfg := scrapebench.Config{Interval: shipInterval, ScrapeOptions: otlp.ScrapeOptions, Sender: &scrapebench.Sender{
+			Taken: func() float64 { return gatherSum(b, reg, "allot_otlp_data_points_total") },
+			Sent:  func() float64 { return gatherSum(b, reg, "allot_export_sent_points_total") },
+		}}
+		return app, cfg, func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := exp.Shutdown(ctx); err != nil {
+				b.Error(err)
+			}
+		}
+	}}
 }
 
 // agentSide is Prometheus's agent-mode storage with remote write to url;
 // its Sender compares the samples the WAL took with those remote write sent.
-func agentSide(b *testing.B, url string) (storage.AppendableV2, *scrapebench.Sender, func()) {
+func agentSide(b *testing.B, url string) (storage.AppendableV2, scrapebench.Config, func()) {
 	logger := slog.New(slog.DiscardHandler)
 	reg := prometheus.NewRegistry()
 	dir := b.TempDir()
@@ -163,11 +124,11 @@ remote_write:
 	if err := rs.ApplyConfig(cfg); err != nil {
 		b.Fatal(err)
 	}
-	sender := &scrapebench.Sender{
+	sc := scrapebench.Config{Interval: shipInterval, Sender: &scrapebench.Sender{
 		Taken: func() float64 { return gatherSum(b, reg, "prometheus_agent_samples_appended_total") },
 		Sent:  func() float64 { return gatherSum(b, reg, "prometheus_remote_storage_samples_total") },
-	}
-	return db, sender, func() {
+	}}
+	return db, sc, func() {
 		_ = db.Close()
 		_ = rs.Close()
 	}

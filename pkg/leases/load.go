@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash/fnv"
 	"maps"
@@ -241,48 +240,37 @@ func round3(v float64) float64 {
 	return r
 }
 
-// errLoadEntry is a chunk entry in neither known form.
-var errLoadEntry = errors.New("load chunk entry is neither a number nor an array")
-
-// loadEntry decodes one chunk entry in either form appendChunk writes.
-// Elements after the fourth are ignored, so that a later version can add
-// figures without its chunks failing to decode here.
+// loadEntry decodes one chunk entry in either form appendChunk writes, for
+// decodeChunkJSON. Elements after the fourth are ignored, so that a later
+// version can add figures without its chunks failing to decode here.
 type loadEntry TargetLoad
 
 func (e *loadEntry) UnmarshalJSON(b []byte) error {
-	b = bytes.TrimSpace(b)
-	if len(b) == 0 {
-		return errLoadEntry
-	}
-	if b[0] != '[' {
-		series, err := strconv.ParseInt(string(b), 10, 64)
-		if err != nil {
-			return fmt.Errorf("load chunk entry: %w", err)
-		}
-		*e = loadEntry{Series: series}
-		return nil
-	}
-	if b[len(b)-1] != ']' {
-		return errLoadEntry
-	}
 	*e = loadEntry{}
-	rest := b[1 : len(b)-1]
-	for i := 0; i < 4 && len(bytes.TrimSpace(rest)) > 0; i++ {
-		var tok []byte
-		var err error
-		tok, rest, err = nextElement(rest)
-		if err != nil {
+	// The first form is the series alone; of the array of the current one,
+	// a Go array takes the known elements and drops the rest.
+	var elems [4]json.RawMessage
+	if b = bytes.TrimSpace(b); len(b) > 0 && b[0] == '[' {
+		if err := json.Unmarshal(b, &elems); err != nil {
 			return err
 		}
-		switch i {
+	} else {
+		elems[0] = b
+	}
+	for i, el := range elems {
+		if el == nil {
+			break // the array ended
+		}
+		var err error
+		switch s := string(el); i {
 		case 0:
-			e.Series, err = strconv.ParseInt(string(tok), 10, 64)
+			e.Series, err = strconv.ParseInt(s, 10, 64)
 		case 1:
-			e.SamplesPerSecond, err = strconv.ParseFloat(string(tok), 64)
+			e.SamplesPerSecond, err = strconv.ParseFloat(s, 64)
 		case 2:
-			e.ScrapeSecondsPerSecond, err = strconv.ParseFloat(string(tok), 64)
+			e.ScrapeSecondsPerSecond, err = strconv.ParseFloat(s, 64)
 		case 3:
-			err = json.Unmarshal(tok, &e.Zone)
+			err = json.Unmarshal(el, &e.Zone)
 		}
 		if err != nil {
 			return fmt.Errorf("load chunk entry element %d: %w", i, err)
@@ -291,40 +279,9 @@ func (e *loadEntry) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// nextElement splits the first scalar element off the inside of a JSON
-// array (already validated by encoding/json) and drops its comma.
-func nextElement(b []byte) (tok, rest []byte, err error) {
-	b = bytes.TrimLeft(b, " \t\r\n")
-	end := len(b)
-	if len(b) > 0 && b[0] == '"' {
-		end = -1
-		for i := 1; i < len(b); i++ {
-			if b[i] == '\\' {
-				i++
-			} else if b[i] == '"' {
-				end = i + 1
-				break
-			}
-		}
-		if end < 0 {
-			return nil, nil, errLoadEntry
-		}
-	} else if i := bytes.IndexByte(b, ','); i >= 0 {
-		end = i
-	}
-	tok, rest = bytes.TrimSpace(b[:end]), bytes.TrimLeft(b[end:], " \t\r\n")
-	if len(rest) > 0 {
-		if rest[0] != ',' {
-			return nil, nil, errLoadEntry
-		}
-		rest = rest[1:]
-	}
-	return tok, rest, nil
-}
-
 // decodeChunk reads a chunk in either form: the first ({"<id>": series})
 // or the current one (see appendChunk). Chunks as appendChunk writes them
-// are read by a scanner of that subset of JSON, four times faster than
+// are read by a scanner of that subset of JSON, several times faster than
 // encoding/json (it matters to a new rebalancer leader reading 800k
 // targets); anything else, and anything malformed, by encoding/json.
 func decodeChunk(v []byte) (map[string]TargetLoad, error) {
@@ -447,7 +404,8 @@ func scanString(b []byte) (s, rest []byte, ok bool) {
 }
 
 // scanNumber splits the characters a JSON number can have off the front
-// of b; strconv then checks them.
+// of b; strconv then checks them (a little more leniently than JSON: it
+// takes "+1", ".5" or "01", which appendChunk never writes).
 func scanNumber(b []byte) (tok, rest []byte) {
 	i := 0
 	for i < len(b) && (b[i] >= '0' && b[i] <= '9' || b[i] == '-' || b[i] == '+' || b[i] == '.' || b[i] == 'e' || b[i] == 'E') {

@@ -19,7 +19,6 @@ import (
 	"github.com/stretchr/testify/require"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"
-	"go.opentelemetry.io/collector/pdata/pmetric/pmetricotlp"
 )
 
 // sample is one Append call.
@@ -365,7 +364,8 @@ func TestClassicFamiliesKeepApart(t *testing.T) {
 				rec := &recorder{}
 				var next Consumer = rec
 				if encoded {
-					next = &encodingRecorder{rec: rec}
+					enc := &encRecorder{}
+					next, rec = enc, &enc.recorder
 				}
 				app := NewAppendable(next, Options{}, nil, nil)
 				tg := testTarget()
@@ -390,21 +390,4 @@ func TestClassicFamiliesKeepApart(t *testing.T) {
 			})
 		}
 	}
-}
-
-// encodingRecorder takes encoded scrapes and records them decoded.
-type encodingRecorder struct{ rec *recorder }
-
-func (r *encodingRecorder) AcceptsEncoded() bool { return true }
-
-func (r *encodingRecorder) ConsumeEncoded(ctx context.Context, req []byte, _ int) error {
-	er := pmetricotlp.NewExportRequest()
-	if err := er.UnmarshalProto(req); err != nil {
-		return err
-	}
-	return r.rec.ConsumeMetrics(ctx, er.Metrics())
-}
-
-func (r *encodingRecorder) ConsumeMetrics(ctx context.Context, md pmetric.Metrics) error {
-	return r.rec.ConsumeMetrics(ctx, md)
 }

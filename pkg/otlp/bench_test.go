@@ -230,63 +230,47 @@ var scrapePathOnly = flag.String("scrapepath.only", "", "BenchmarkScrapePath: ru
 // pkg/export's BenchmarkScrapeAndShip for that. Run with -benchtime=Nx.
 func BenchmarkScrapePath(b *testing.B) {
 	addr := scrapebench.Target(b)
-	sides := []struct {
-		name     string
-		app      func() storage.AppendableV2 // made for each run, so that no side's state outlives it
-		allotOpt bool
-		cpu      time.Duration
-		n        int64
-	}{
-		{name: "prom", app: func() storage.AppendableV2 { return scrapebench.Nop{} }},
-		// The no-op storage with the scrape options allot needs splits
-		// allot's cost into those options and the conversion.
-		{name: "prom+opts", app: func() storage.AppendableV2 { return scrapebench.Nop{} }, allotOpt: true},
-		{name: "allot", app: func() storage.AppendableV2 { return NewAppendable(&encodingConsumer{}, Options{}, nil, nil) }, allotOpt: true},
-		{name: "allot-nogzip", app: func() storage.AppendableV2 {
-			return NewAppendable(&encodingConsumer{noGzip: true}, Options{}, nil, nil)
-		}, allotOpt: true},
-		// The pdata path (a Consumer that does not take encoded scrapes),
-		// as allot was before the encoder.
-		{name: "allot-pdata", app: func() storage.AppendableV2 {
-			return NewAppendable(&encodingConsumer{pdataOnly: true}, Options{}, nil, nil)
-		}, allotOpt: true},
-		// Prometheus as it runs: in agent mode (scrape → WAL, the
-		// storage remote write reads from: the peer that scrapes and
-		// ships) and as a server (scrape → TSDB head and WAL).
-		{name: "prom-agent", app: func() storage.AppendableV2 { return benchAgent(b) }},
-		{name: "prom-tsdb", app: func() storage.AppendableV2 { return benchTSDB(b) }},
-	}
-	b.ResetTimer()
-	// Two rounds each, alternating, so drift in machine load hits all.
-	for range 2 {
-		for i := range sides {
-			s := &sides[i]
-			if *scrapePathOnly != "" && *scrapePathOnly != s.name {
-				continue
-			}
-			app := s.app()
-			var opts func(*scrape.Options)
-			if s.allotOpt {
-				// Prometheus's defaults on the other sides: what allot
-				// needs (metadata with every sample, start timestamps)
-				// is its cost.
-				opts = ScrapeOptions
-			}
-			c, n := scrapebench.Run(b, addr, app, scrapebench.Config{ScrapeOptions: opts}, b.N)
-			if c, ok := app.(io.Closer); ok {
-				_ = c.Close()
-			}
-			s.cpu, s.n = s.cpu+c, s.n+n
+	var sides []scrapebench.Side
+	// side is a storage made for each run; allotOpt: with the scrape
+	// options allot needs (metadata with every sample, start timestamps),
+	// which are its cost; Prometheus's defaults otherwise.
+	side := func(name string, allotOpt bool, open func() storage.AppendableV2) {
+		if *scrapePathOnly != "" && *scrapePathOnly != name {
+			return
 		}
+		sides = append(sides, scrapebench.Side{Name: name, Open: func() (storage.AppendableV2, scrapebench.Config, func()) {
+			app := open()
+			var cfg scrapebench.Config
+			if allotOpt {
+				cfg.ScrapeOptions = ScrapeOptions
+			}
+			return app, cfg, func() {
+				if c, ok := app.(io.Closer); ok {
+					_ = c.Close()
+				}
+			}
+		}})
 	}
-	b.StopTimer()
-	perSample := map[string]float64{}
-	for _, s := range sides {
-		if s.n > 0 {
-			perSample[s.name] = float64(s.cpu.Nanoseconds()) / float64(s.n)
-			b.ReportMetric(perSample[s.name], s.name+"-cpu-ns/sample")
-		}
-	}
+	side("prom", false, func() storage.AppendableV2 { return scrapebench.Nop{} })
+	// The no-op storage with the scrape options allot needs splits
+	// allot's cost into those options and the conversion.
+	side("prom+opts", true, func() storage.AppendableV2 { return scrapebench.Nop{} })
+	side("allot", true, func() storage.AppendableV2 { return NewAppendable(&encodingConsumer{}, Options{}, nil, nil) })
+	side("allot-nogzip", true, func() storage.AppendableV2 {
+		return NewAppendable(&encodingConsumer{noGzip: true}, Options{}, nil, nil)
+	})
+	// The pdata path (a Consumer that does not take encoded scrapes), as
+	// allot was before the encoder.
+	side("allot-pdata", true, func() storage.AppendableV2 {
+		return NewAppendable(&encodingConsumer{pdataOnly: true}, Options{}, nil, nil)
+	})
+	// Prometheus as it runs: in agent mode (scrape → WAL, the storage
+	// remote write reads from: the peer that scrapes and ships) and as a
+	// server (scrape → TSDB head and WAL).
+	side("prom-agent", false, func() storage.AppendableV2 { return benchAgent(b) })
+	side("prom-tsdb", false, func() storage.AppendableV2 { return benchTSDB(b) })
+
+	perSample := scrapebench.Compare(b, addr, sides, b.N)
 	for _, r := range []struct{ base, side, metric string }{
 		{"prom", "allot", "throughput-ratio"},
 		{"prom", "allot-nogzip", "nogzip-throughput-ratio"},
@@ -294,11 +278,7 @@ func BenchmarkScrapePath(b *testing.B) {
 		{"prom-agent", "allot", "vs-agent-throughput-ratio"},
 		{"prom-tsdb", "allot", "vs-tsdb-throughput-ratio"},
 	} {
-		base, ok1 := perSample[r.base]
-		v, ok2 := perSample[r.side]
-		if ok1 && ok2 {
-			b.ReportMetric(base/v, r.metric)
-		}
+		scrapebench.ReportRatio(b, perSample, r.base, r.side, r.metric)
 	}
 }
 

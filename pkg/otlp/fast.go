@@ -59,22 +59,18 @@ func (ap *appender) resolve(e *entry, ls labels.Labels, opts storage.AppendV2Opt
 	if e == nil {
 		e = ap.tab.add(ls)
 		e.key = uint64(seriesRef(ls))
-	} else if ap.fast && e.seen == ap.seq {
-		// The series comes again in this scrape with other options; the
-		// log refers to the entry as it was.
-		ap.toSlow()
-	}
-	if e.fam != nil || e.role != roleSlow || e.famName != "" || e.meta != (metadata.Metadata{}) {
+	} else {
+		if ap.fast && e.seen == ap.seq {
+			// The series comes again in this scrape with other options;
+			// the log refers to the entry as it was.
+			ap.toSlow()
+		}
 		// Keep the current resolution as the alternative, and reuse the
 		// old alternative's buffer.
 		if e.alt == nil {
 			e.alt = new(resolved)
 		}
-		prev := e.resolved
-		e.resolved = resolved{attrs: e.alt.attrs[:0]}
-		*e.alt = prev
-	} else {
-		e.resolved = resolved{attrs: e.attrs[:0]}
+		e.resolved, *e.alt = resolved{attrs: e.alt.attrs[:0]}, e.resolved
 	}
 	e.famName = strings.Clone(opts.MetricFamilyName)
 	e.meta = opts.Metadata

@@ -66,9 +66,11 @@ func body(t *testing.T, file string) []byte {
 	return buf.Bytes()
 }
 
-// goldenServer serves every golden exposition at /<file> until the test
-// ends and returns its URL.
-func goldenServer(t *testing.T) string {
+// goldenScrape serves every golden exposition at /<file> until the test
+// ends, and returns a scrape configuration with a job for each (named after
+// the file, scraped every interval with timeout), the jobs' targets and the
+// server's host:port.
+func goldenScrape(t *testing.T, interval, timeout string) (string, map[string][]*targetgroup.Group, string) {
 	t.Helper()
 	mux := http.NewServeMux()
 	for _, c := range goldenCases {
@@ -80,18 +82,14 @@ func goldenServer(t *testing.T) string {
 	}
 	srv := httptest.NewServer(mux)
 	t.Cleanup(srv.Close)
-	return srv.URL
-}
-
-func TestGolden(t *testing.T) {
-	u, err := url.Parse(goldenServer(t))
+	u, err := url.Parse(srv.URL)
 	require.NoError(t, err)
 
 	var cfg strings.Builder
 	cfg.WriteString("scrape_configs:\n")
 	tsets := map[string][]*targetgroup.Group{}
 	for _, c := range goldenCases {
-		fmt.Fprintf(&cfg, "- job_name: %q\n  metrics_path: /%s\n  scrape_interval: 1s\n  scrape_timeout: 900ms\n", c.file, c.file)
+		fmt.Fprintf(&cfg, "- job_name: %q\n  metrics_path: /%s\n  scrape_interval: %s\n  scrape_timeout: %s\n", c.file, c.file, interval, timeout)
 		if c.config != "" {
 			fmt.Fprintf(&cfg, "  %s\n", c.config)
 		}
@@ -100,9 +98,14 @@ func TestGolden(t *testing.T) {
 			Targets: []model.LabelSet{{model.AddressLabel: model.LabelValue(u.Host)}},
 		}}
 	}
+	return cfg.String(), tsets, u.Host
+}
+
+func TestGolden(t *testing.T) {
+	cfg, tsets, host := goldenScrape(t, "1s", "900ms")
 	rec := &recorder{}
 	app := NewAppendable(rec, Options{ScopeVersion: "test"}, nil, nil)
-	runManagerConfig(t, app, cfg.String(), tsets)
+	runManagerConfig(t, app, cfg, tsets)
 
 	first := func(job string) (pmetric.Metrics, bool) {
 		for _, md := range rec.all() {
@@ -125,7 +128,7 @@ func TestGolden(t *testing.T) {
 	for _, c := range goldenCases {
 		t.Run(c.file, func(t *testing.T) {
 			md, _ := first(c.file)
-			got := normalize(t, md, u.Host)
+			got := normalize(t, md, host)
 			path := filepath.Join("testdata", c.file+".json")
 			if *update {
 				require.NoError(t, os.WriteFile(path, got, 0o644))

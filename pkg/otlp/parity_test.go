@@ -6,17 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/prometheus/common/model"
-	"github.com/prometheus/prometheus/discovery/targetgroup"
 	"github.com/prometheus/prometheus/model/histogram"
 	"github.com/prometheus/prometheus/model/labels"
 	"github.com/prometheus/prometheus/model/textparse"
@@ -30,11 +26,11 @@ import (
 
 // encRecorder is an EncodedConsumer that keeps every scrape as what goes
 // on the wire: the encoded bytes, or the pdata marshalled (a scrape the
-// encoder handed to the pdata builder arrives through ConsumeMetrics).
+// encoder handed to the pdata builder arrives through ConsumeMetrics). Its
+// recorder has the scrapes without telling them apart.
 type encRecorder struct {
-	mu      sync.Mutex
-	got     []pmetric.Metrics
-	encoded []bool // per scrape: it came encoded
+	recorder
+	encoded []bool // per scrape: it came encoded (guarded by recorder.mu)
 }
 
 func (r *encRecorder) AcceptsEncoded() bool { return true }
@@ -48,19 +44,20 @@ func (r *encRecorder) ConsumeEncoded(_ context.Context, req []byte, points int) 
 	if got := md.DataPointCount(); got != points {
 		return fmt.Errorf("encoded scrape says %d points, has %d", points, got)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.got = append(r.got, md)
-	r.encoded = append(r.encoded, true)
+	r.add(md, true)
 	return nil
 }
 
 func (r *encRecorder) ConsumeMetrics(_ context.Context, md pmetric.Metrics) error {
+	r.add(md, false)
+	return nil
+}
+
+func (r *encRecorder) add(md pmetric.Metrics, encoded bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, md)
-	r.encoded = append(r.encoded, false)
-	return nil
+	r.encoded = append(r.encoded, encoded)
 }
 
 func (r *encRecorder) all() ([]pmetric.Metrics, []bool) {
@@ -332,23 +329,11 @@ func (t *teeAppender) Rollback() error { return errors.Join(t.a.Rollback(), t.b.
 // scrape manager (report series, target resource, the scrape cache's
 // references) into both paths and compares the first scrapes of each.
 func TestEncodedParityScrapeManager(t *testing.T) {
-	srvURL := goldenServer(t)
-	u, err := url.Parse(srvURL)
-	require.NoError(t, err)
-	var cfg strings.Builder
-	cfg.WriteString("scrape_configs:\n")
-	tsets := map[string][]*targetgroup.Group{}
-	for _, c := range goldenCases {
-		fmt.Fprintf(&cfg, "- job_name: %q\n  metrics_path: /%s\n  scrape_interval: 50ms\n  scrape_timeout: 45ms\n", c.file, c.file)
-		if c.config != "" {
-			fmt.Fprintf(&cfg, "  %s\n", c.config)
-		}
-		tsets[c.file] = []*targetgroup.Group{{Source: c.file, Targets: []model.LabelSet{{model.AddressLabel: model.LabelValue(u.Host)}}}}
-	}
+	cfg, tsets, _ := goldenScrape(t, "50ms", "45ms")
 	enc, rec := &encRecorder{}, &recorder{}
 	fast := NewAppendable(enc, Options{ScopeVersion: "test"}, nil, nil)
 	slow := NewAppendable(rec, Options{ScopeVersion: "test"}, nil, nil)
-	runManagerConfig(t, teeAppendable{a: fast, b: slow}, cfg.String(), tsets)
+	runManagerConfig(t, teeAppendable{a: fast, b: slow}, cfg, tsets)
 
 	const scrapes = 3
 	byJob := func(mds []pmetric.Metrics) map[string][]pmetric.Metrics {

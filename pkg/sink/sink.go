@@ -9,7 +9,6 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
-	"github.com/klauspost/compress/zstd"
 	"io"
 	"net/http"
 	"sort"
@@ -18,6 +17,7 @@ import (
 	"time"
 
 	"github.com/golang/snappy"
+	"github.com/klauspost/compress/zstd"
 	"github.com/prometheus/prometheus/prompb"
 	"go.opentelemetry.io/collector/pdata/pcommon"
 	"go.opentelemetry.io/collector/pdata/pmetric"

@@ -17,12 +17,7 @@ import (
 var templateFS embed.FS
 
 var templates = template.Must(template.New("").Funcs(template.FuncMap{
-	"ago": func(t time.Time) string {
-		if t.IsZero() {
-			return "never"
-		}
-		return humanDuration(time.Since(t)) + " ago"
-	},
+	"ago": func(t time.Time) string { return Ago(time.Now(), t) },
 	"ms": func(s float64) string {
 		if s == 0 {
 			return ""
@@ -71,15 +66,24 @@ var templates = template.Must(template.New("").Funcs(template.FuncMap{
 	},
 	"owner": func(s string) string {
 		if s == "" {
-			return unowned
+			return Unowned
 		}
 		return s
 	},
 }).ParseFS(templateFS, "templates/*.html"))
 
-// unowned is how pages name the owner of a target nobody owns, and the
-// scraper filter value that selects such targets.
-const unowned = "(unowned)"
+// Unowned is how pages (and the CLI tables) name the owner of a target
+// nobody owns, and the scraper filter value that selects such targets.
+const Unowned = "(unowned)"
+
+// Ago is how long before now t was, rounded by humanDuration ("never" for
+// a zero t). The pages and the CLI tables both use it.
+func Ago(now, t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return humanDuration(now.Sub(t)) + " ago"
+}
 
 // humanDuration rounds d for reading: 1.234s, 3m4s, 2h5m.
 func humanDuration(d time.Duration) string {

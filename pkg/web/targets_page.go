@@ -75,7 +75,7 @@ func (tq targetQuery) matches(a ActiveTarget) bool {
 	}
 	switch tq.scraper {
 	case "":
-	case unowned:
+	case Unowned:
 		if a.Scraper != "" {
 			return false
 		}
@@ -86,6 +86,20 @@ func (tq targetQuery) matches(a ActiveTarget) bool {
 	}
 	// The ID too: /cluster links a moved target as /targets?q=<id>.
 	return tq.text == "" || containsText(tq.text, a.ID, a.ScrapeURL, a.LastError, a.Labels, a.DiscoveredLabels)
+}
+
+// MatchTargets keeps the active targets that the /targets page's job,
+// state (up, down, unknown) and scraper (an ID, or "(unowned)") selectors
+// keep; "" keeps any. The CLI's allot targets filters with it.
+func MatchTargets(targets []ActiveTarget, job, state, scraper string) []ActiveTarget {
+	tq := targetQuery{job: job, state: state, scraper: scraper}
+	var out []ActiveTarget
+	for _, a := range targets {
+		if tq.matches(a) {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // containsText says whether s (lower case) occurs in any of the strings or
@@ -180,7 +194,7 @@ func TargetsPage(src TargetSource) http.Handler {
 
 func ownerName(s string) string {
 	if s == "" {
-		return unowned
+		return Unowned
 	}
 	return s
 }

@@ -74,8 +74,8 @@ func TestMoveMetrics(t *testing.T) {
 	// end, which may trail etcd; compare until they agree.
 	var truth moveCounts
 	waitFor(t, 10*time.Second, "metrics match etcd", func() error {
-		w.sync(t)
-		truth = w.counts(r.cfg.MoveTimeout)
+		w.Sync(t)
+		truth = countMoves(t, w, r.cfg.MoveTimeout)
 		got, err := gatherMoveMetrics(reg)
 		if err != nil {
 			return err

@@ -66,8 +66,8 @@ func TestMoveLimits(t *testing.T) {
 				return checkConsistent(claims, c.targets, a, b)
 			})
 			stop()
-			w.sync(t)
-			mc := w.counts(r.cfg.MoveTimeout)
+			w.Sync(t)
+			mc := countMoves(t, w, r.cfg.MoveTimeout)
 			completed := 0
 			for _, n := range mc.completed {
 				completed += n

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"go.etcd.io/etcd/api/v3/mvccpb"
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/allot-dev/allot/pkg/leases"
@@ -35,7 +36,7 @@ type pendingMove struct {
 	// retryAbort: aborting failed and must be tried again.
 	retryAbort bool
 	// checkedEpoch is the destination's claim epoch last checked against
-	// moves/ (see abortStale), so that each is read once.
+	// moves/ (see checkDestinationClaim), so that each is read once.
 	checkedEpoch int64
 }
 
@@ -193,7 +194,7 @@ func (t *term) abortExpired(ctx context.Context) time.Duration {
 // destination left or is draining. Waiting for their deadline would only
 // hold the plan up. A claim now held by the destination is most likely the
 // takeover whose end the move watch has not delivered yet; that move is
-// left alone (at worst it is aborted at its deadline).
+// aborted only if checkDestinationClaim finds it was not.
 func (t *term) abortStale(ctx context.Context) {
 	for target, p := range t.pending {
 		if p.abortedAs != "" || p.state == moveEnding {
@@ -223,13 +224,17 @@ func (t *term) checkDestinationClaim(ctx context.Context, p *pendingMove, epoch 
 	t.do(ctx, func() func() {
 		// Read at the claim's revision: the move key is there if and only
 		// if the claim was not written by the takeover.
-		resp, err := t.cli.Get(ctx, t.ks.Moves()+p.m.Target, clientv3.WithRev(epoch), clientv3.WithCountOnly())
+		resp, err := t.cli.Get(ctx, t.ks.Move(p.m.Target), clientv3.WithRev(epoch), clientv3.WithCountOnly())
 		return func() {
 			switch {
 			case err != nil:
-				// (Compacted, or etcd unreachable.) The move's deadline
-				// ends it.
+				// Compacted: the move's deadline ends it. Anything else
+				// (etcd unreachable) is checked again at the next
+				// evaluation.
 				t.logger.Debug("check destination claim", "target", p.m.Target, "err", err)
+				if !errors.Is(err, rpctypes.ErrCompacted) && p.checkedEpoch == epoch {
+					p.checkedEpoch = 0
+				}
 			case resp.Count > 0 && t.pending[p.m.Target] == p:
 				t.abort(ctx, p, OutcomeStale)
 			}

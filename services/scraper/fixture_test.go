@@ -167,16 +167,18 @@ type running struct {
 // start starts scraper id with lease TTL ttl.
 func (f *fixture) start(id string, ttl time.Duration) *running {
 	f.t.Helper()
-	cli := f.servers.EtcdClient()
-	js := f.servers.JetStream()
+	return f.run(Config{ID: id, Session: leases.SessionConfig{TTL: ttl}})
+}
+
+// run starts a scraper with cfg, its address, keyspace and load interval
+// set for the fixture.
+func (f *fixture) run(cfg Config) *running {
+	f.t.Helper()
+	cfg.Addr = "test:" + cfg.ID
+	cfg.Keyspace = f.ks
+	cfg.LoadInterval = time.Second
 	reg := prometheus.NewRegistry()
-	s, err := New(Config{
-		ID:           id,
-		Addr:         "test:" + id,
-		Keyspace:     f.ks,
-		Session:      leases.SessionConfig{TTL: ttl},
-		LoadInterval: time.Second,
-	}, cli, js, f.sink.For(id), reg, testcluster.Logger())
+	s, err := New(cfg, f.servers.EtcdClient(), f.servers.JetStream(), f.sink.For(cfg.ID), reg, testcluster.Logger())
 	require.NoError(f.t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &running{f: f, s: s, reg: reg, cancel: cancel, done: make(chan error, 1)}

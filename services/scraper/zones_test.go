@@ -3,14 +3,13 @@ package scraper
 import (
 	"context"
 	"fmt"
+	"maps"
 	"slices"
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"github.com/stretchr/testify/require"
 
-	"github.com/allot-dev/allot/internal/testcluster"
 	"github.com/allot-dev/allot/pkg/events"
 	"github.com/allot-dev/allot/pkg/leases"
 	"github.com/allot-dev/allot/pkg/placement"
@@ -19,22 +18,7 @@ import (
 // startZoned starts scraper id in zone, zone-aware or not.
 func (f *fixture) startZoned(id, zone string, aware bool) *running {
 	f.t.Helper()
-	reg := prometheus.NewRegistry()
-	s, err := New(Config{
-		ID:           id,
-		Addr:         "test:" + id,
-		Zone:         zone,
-		ZoneAware:    aware,
-		Keyspace:     f.ks,
-		Session:      leases.SessionConfig{TTL: poolTTL},
-		LoadInterval: time.Second,
-	}, f.servers.EtcdClient(), f.servers.JetStream(), f.sink.For(id), reg, testcluster.Logger())
-	require.NoError(f.t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{f: f, s: s, reg: reg, cancel: cancel, done: make(chan error, 1)}
-	go func() { r.done <- s.Run(ctx) }()
-	f.t.Cleanup(r.stop)
-	return r
+	return f.run(Config{ID: id, Zone: zone, ZoneAware: aware, Session: leases.SessionConfig{TTL: poolTTL}})
 }
 
 // TestZones runs scrapers in zones a (two) and b (one) over targets of
@@ -143,9 +127,9 @@ func TestZones(t *testing.T) {
 }
 
 func withLabel(ls map[string]string, name, value string) map[string]string {
-	out := make(map[string]string, len(ls)+1)
-	for k, v := range ls {
-		out[k] = v
+	out := maps.Clone(ls)
+	if out == nil {
+		out = map[string]string{}
 	}
 	out[name] = value
 	return out

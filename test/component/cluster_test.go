@@ -156,7 +156,7 @@ func (c *cluster) owners() map[string]string {
 // waitMembers waits until exactly ids are registered members.
 func (c *cluster) waitMembers(ids ...string) {
 	c.t.Helper()
-	slices.Sort(ids)
+	ids = slices.Sorted(slices.Values(ids)) // not the caller's to reorder
 	waitFor(c.t, eventually, func() (bool, string) {
 		ms, _, err := leases.ListMembers(context.Background(), c.cli, c.ks)
 		if err != nil {
@@ -194,6 +194,21 @@ func (c *cluster) waitScraped(ids []string, n int, since time.Time) {
 		insts[i] = c.instance(id)
 	}
 	c.waitInstances(insts, n, since)
+}
+
+// startOwners starts scrapers ids and waits until they are the members,
+// own targets between them and have each exported `up` twice for every
+// target: the pool a test starts from.
+func (c *cluster) startOwners(targets []string, ids ...string) []*member {
+	c.t.Helper()
+	ms := make([]*member, len(ids))
+	for i, id := range ids {
+		ms[i] = c.startScraper(id)
+	}
+	c.waitMembers(ids...)
+	c.waitOwned(targets, ids...)
+	c.waitScraped(targets, 2, time.Now())
+	return ms
 }
 
 // waitInstances waits until n samples of `up` were exported for every

@@ -10,6 +10,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/allot-dev/allot/internal/testcluster"
 	"github.com/allot-dev/allot/pkg/leases"
 	"github.com/allot-dev/allot/services/rebalancer"
 )
@@ -28,14 +29,7 @@ const crashLoss = int((ttl+time.Second+2*interval)/interval) - 1
 func TestCrashSpreadsTargets(t *testing.T) {
 	c := newCluster(t)
 	ids := c.putTargets("t-", 240)
-	names := []string{"a", "b", "c", "d"}
-	var ms []*member
-	for _, n := range names {
-		ms = append(ms, c.startScraper(n))
-	}
-	c.waitMembers(names...)
-	c.waitOwned(ids, names...)
-	c.waitScraped(ids, 2, time.Now())
+	ms := c.startOwners(ids, "a", "b", "c", "d")
 	before := c.owners()
 	var victims []string
 	for _, id := range ids {
@@ -126,20 +120,17 @@ func TestCrashDuringMoves(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newCluster(t)
 			ids := c.putTargets("t-", 36)
-			ms := map[string]*member{"a": c.startScraper("a")}
-			c.waitMembers("a")
-			c.waitOwned(ids, "a")
-			c.waitScraped(ids, 2, time.Now())
+			ms := map[string]*member{"a": c.startOwners(ids, "a")[0]}
 			ms["b"], ms["c"] = c.startScraper("b"), c.startScraper("c")
 			c.waitMembers("a", "b", "c")
 			hist := c.watchClaims()
 			mon := c.monitorOwnership(ids, slices.Collect(maps.Values(ms))...)
 			start := time.Now()
 			// Several moves at once, slowly enough to catch some in flight.
-			// A move takes about 100 ms; the short timeout ends the one
-			// kind of move that cannot complete but is not found stale (its
-			// source crashed and the destination claimed the target anew),
-			// which would otherwise hold the plan up for the default 10 s.
+			// A move takes about 100 ms. A move that cannot complete because
+			// its source crashed and the destination claimed the target anew
+			// is found stale at the next evaluation; the short timeout only
+			// bounds it should that check fail (the default is 10 s).
 			rb := c.startRebalancerWith(rebalancer.Config{ID: "r", MovesPerSecond: 10, MaxConcurrentMoves: 4, MoveTimeout: 3 * time.Second})
 
 			var involved int
@@ -191,9 +182,9 @@ func TestCrashDuringMoves(t *testing.T) {
 			for id, o := range hist.ownersAt(t, crashed) {
 				hit[id] = o == tc.victim
 			}
-			for _, ch := range hist.snapshot(t) {
-				if ch.kind == claimPut && ch.owner == tc.victim && ch.at.After(crashed) {
-					hit[ch.target] = true
+			for _, ch := range hist.Changes(t) {
+				if ch.Kind == testcluster.ClaimPut && ch.Owner == tc.victim && ch.At.After(crashed) {
+					hit[ch.Target] = true
 				}
 			}
 			mon.check(t, ttl+time.Second, ttl)

@@ -18,10 +18,8 @@ import (
 func TestFailover(t *testing.T) {
 	c := newCluster(t)
 	ids := c.putTargets("t-", 90)
-	a, b, v := c.startScraper("a"), c.startScraper("b"), c.startScraper("c")
-	c.waitMembers("a", "b", "c")
-	c.waitOwned(ids, "a", "b", "c")
-	c.waitScraped(ids, 2, time.Now())
+	ms := c.startOwners(ids, "a", "b", "c")
+	a, b, v := ms[0], ms[1], ms[2]
 	var victims []string
 	for id, owner := range c.owners() {
 		if owner == "c" {

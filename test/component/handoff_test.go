@@ -24,10 +24,7 @@ const balanced = 1 + rebalancer.DefaultTolerance
 func TestRebalanceHandoff(t *testing.T) {
 	c := newCluster(t)
 	ids := c.putTargets("t-", 60)
-	a := c.startScraper("a")
-	c.waitMembers("a")
-	c.waitOwned(ids, "a")
-	c.waitScraped(ids, 2, time.Now())
+	a := c.startOwners(ids, "a")[0]
 	b := c.startScraper("b")
 	c.waitMembers("a", "b")
 	before := c.owners()
@@ -59,10 +56,8 @@ func TestRebalanceHandoff(t *testing.T) {
 func TestDrainHandoff(t *testing.T) {
 	c := newCluster(t)
 	ids := c.putTargets("t-", 60)
-	a, b, d := c.startScraper("a"), c.startScraper("b"), c.startScraper("c")
-	c.waitMembers("a", "b", "c")
-	c.waitOwned(ids, "a", "b", "c")
-	c.waitScraped(ids, 2, time.Now())
+	ms := c.startOwners(ids, "a", "b", "c")
+	a, b, d := ms[0], ms[1], ms[2]
 
 	// The rebalancer first evens out what the scrapers claimed by
 	// preference; the drain starts from a balanced, quiet pool.

@@ -27,10 +27,7 @@ import (
 func TestRebalancerLeaderKilledMidPlan(t *testing.T) {
 	c := newCluster(t)
 	ids := c.putTargets("t-", 40)
-	a := c.startScraper("a")
-	c.waitMembers("a")
-	c.waitOwned(ids, "a")
-	c.waitScraped(ids, 2, time.Now())
+	a := c.startOwners(ids, "a")[0]
 	b := c.startScraper("b")
 	c.waitMembers("a", "b")
 	hist := c.watchClaims()

@@ -2,177 +2,43 @@ package component
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/allot-dev/allot/internal/testcluster"
 	"github.com/allot-dev/allot/pkg/leases"
 )
 
-// claimHistory follows claims/ and moves/ in etcd from the moment it is
-// made and keeps every change with the time the test saw it. Tests read
-// from it which targets moved, failed over or stayed, and when, whoever
-// did it: a rebalancer that was killed cannot tell which of its moves
-// completed after it lost etcd, and the one after it never knew of them.
-type claimHistory struct {
-	ks     leases.Keyspace
-	start  map[string]string // target → owner when the history began
-	cancel context.CancelFunc
-	done   chan struct{}
-
-	mu      sync.Mutex
-	changes []claimChange
-	err     error
-}
-
-type changeKind int
-
-const (
-	claimPut changeKind = iota
-	claimDeleted
-	moveStarted
-	moveEnded
-)
-
-// claimChange is one event under claims/ or moves/.
-type claimChange struct {
-	kind   changeKind
-	at     time.Time
-	rev    int64
-	target string
-	// owner: the claim's owner after a put, before a deletion.
-	owner string
-	// move: the move started, or the move that ended.
-	move leases.Move
-}
+// claimHistory is etcd's history of the claims and moves from the moment
+// it is made (see testcluster.History). Tests read from it which targets
+// moved, failed over or stayed, and when, whoever did it.
+type claimHistory struct{ *testcluster.History }
 
 // watchClaims starts a claim history; it stops at the end of the test.
-func (c *cluster) watchClaims() *claimHistory {
+func (c *cluster) watchClaims() claimHistory {
 	c.t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	resp, err := c.cli.Get(ctx, c.ks.Claims(), clientv3.WithPrefix())
-	require.NoError(c.t, err)
-	h := &claimHistory{ks: c.ks, start: map[string]string{}, cancel: cancel, done: make(chan struct{})}
-	for _, kv := range resp.Kvs {
-		var v leases.ClaimValue
-		require.NoError(c.t, json.Unmarshal(kv.Value, &v))
-		h.start[strings.TrimPrefix(string(kv.Key), c.ks.Claims())] = v.Owner
-	}
-	// Claims and moves share the keyspace's prefix; one watch sees both
-	// sides of a takeover transaction in the same revision.
-	prefix := strings.TrimSuffix(c.ks.Claims(), "claims/")
-	wc := c.cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithPrevKV(), clientv3.WithRev(resp.Header.Revision+1))
-	go h.run(wc)
-	c.t.Cleanup(h.stop)
-	return h
-}
-
-func (h *claimHistory) run(wc clientv3.WatchChan) {
-	defer close(h.done)
-	for resp := range wc {
-		now := time.Now()
-		if err := resp.Err(); err != nil {
-			h.fail(fmt.Errorf("claim history watch: %w", err))
-			return
-		}
-		for _, ev := range resp.Events {
-			ch, ok, err := h.decode(ev)
-			if err != nil {
-				h.fail(err)
-				return
-			}
-			if ok {
-				ch.at = now
-				h.mu.Lock()
-				h.changes = append(h.changes, ch)
-				h.mu.Unlock()
-			}
-		}
-	}
-}
-
-func (h *claimHistory) fail(err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.err == nil {
-		h.err = err
-	}
-}
-
-func (h *claimHistory) decode(ev *clientv3.Event) (claimChange, bool, error) {
-	key := string(ev.Kv.Key)
-	ch := claimChange{rev: ev.Kv.ModRevision}
-	put := ev.Type == clientv3.EventTypePut
-	kv := ev.Kv
-	if !put {
-		kv = ev.PrevKv
-	}
-	switch {
-	case strings.HasPrefix(key, h.ks.Claims()):
-		ch.target = strings.TrimPrefix(key, h.ks.Claims())
-		ch.kind = claimPut
-		if !put {
-			ch.kind = claimDeleted
-		}
-		if kv != nil {
-			var v leases.ClaimValue
-			if err := json.Unmarshal(kv.Value, &v); err != nil {
-				return ch, false, fmt.Errorf("decode claim %s: %w", key, err)
-			}
-			ch.owner = v.Owner
-		}
-	case strings.HasPrefix(key, h.ks.Moves()):
-		ch.target = strings.TrimPrefix(key, h.ks.Moves())
-		ch.kind = moveStarted
-		if !put {
-			ch.kind = moveEnded
-		}
-		if kv != nil {
-			if err := json.Unmarshal(kv.Value, &ch.move); err != nil {
-				return ch, false, fmt.Errorf("decode move %s: %w", key, err)
-			}
-		}
-	default:
-		return ch, false, nil
-	}
-	return ch, true, nil
-}
-
-func (h *claimHistory) stop() {
-	h.cancel()
-	<-h.done
-}
-
-// snapshot returns the changes so far, failing the test if the watch broke.
-func (h *claimHistory) snapshot(t testing.TB) []claimChange {
-	t.Helper()
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	require.NoError(t, h.err)
-	return slices.Clone(h.changes)
+	return claimHistory{testcluster.WatchHistory(c.t, c.cli, c.ks)}
 }
 
 // ownersAt replays the history up to t: the owner of every claimed target.
-func (h *claimHistory) ownersAt(tb testing.TB, t time.Time) map[string]string {
+func (h claimHistory) ownersAt(tb testing.TB, t time.Time) map[string]string {
 	tb.Helper()
-	own := maps.Clone(h.start)
-	for _, ch := range h.snapshot(tb) {
-		if ch.at.After(t) {
+	own := h.Start()
+	for _, ch := range h.Changes(tb) {
+		if ch.At.After(t) {
 			break
 		}
-		switch ch.kind {
-		case claimPut:
-			own[ch.target] = ch.owner
-		case claimDeleted:
-			delete(own, ch.target)
+		switch ch.Kind {
+		case testcluster.ClaimPut:
+			own[ch.Target] = ch.Owner
+		case testcluster.ClaimDeleted:
+			delete(own, ch.Target)
 		}
 	}
 	return own
@@ -181,36 +47,36 @@ func (h *claimHistory) ownersAt(tb testing.TB, t time.Time) map[string]string {
 // completedMoves pairs every claim put with the move deleted in the same
 // revision (the takeover transaction does both) and returns the completed
 // moves as handoffs, the start being when the move was announced.
-func (h *claimHistory) completedMoves(t testing.TB) []handoff {
+func (h claimHistory) completedMoves(t testing.TB) []handoff {
 	t.Helper()
-	chs := h.snapshot(t)
-	owner := maps.Clone(h.start)
+	chs := h.Changes(t)
+	owner := h.Start()
 	started := map[string]time.Time{}
 	ended := map[int64]map[string]leases.Move{} // rev → target → move deleted
 	for _, ch := range chs {
-		if ch.kind == moveEnded {
-			if ended[ch.rev] == nil {
-				ended[ch.rev] = map[string]leases.Move{}
+		if ch.Kind == testcluster.MoveEnded {
+			if ended[ch.Rev] == nil {
+				ended[ch.Rev] = map[string]leases.Move{}
 			}
-			ended[ch.rev][ch.target] = ch.move
+			ended[ch.Rev][ch.Target] = ch.Move
 		}
 	}
 	var out []handoff
 	for _, ch := range chs {
-		switch ch.kind {
-		case moveStarted:
-			started[ch.target] = ch.at
-		case claimDeleted:
-			delete(owner, ch.target)
-		case claimPut:
-			if m, ok := ended[ch.rev][ch.target]; ok {
-				require.Equal(t, m.To, ch.owner, "target %s: the move's deletion rewrote the claim to another owner", ch.target)
-				require.Equal(t, m.From, owner[ch.target], "target %s: moved from someone else than the move's source", ch.target)
-				st, ok := started[ch.target]
-				require.True(t, ok, "target %s: completed a move the history did not see start", ch.target)
-				out = append(out, handoff{id: ch.target, from: m.From, to: m.To, start: st, end: ch.at})
+		switch ch.Kind {
+		case testcluster.MoveStarted:
+			started[ch.Target] = ch.At
+		case testcluster.ClaimDeleted:
+			delete(owner, ch.Target)
+		case testcluster.ClaimPut:
+			if m, ok := ended[ch.Rev][ch.Target]; ok {
+				require.Equal(t, m.To, ch.Owner, "target %s: the move's deletion rewrote the claim to another owner", ch.Target)
+				require.Equal(t, m.From, owner[ch.Target], "target %s: moved from someone else than the move's source", ch.Target)
+				st, ok := started[ch.Target]
+				require.True(t, ok, "target %s: completed a move the history did not see start", ch.Target)
+				out = append(out, handoff{id: ch.Target, from: m.From, to: m.To, start: st, end: ch.At})
 			}
-			owner[ch.target] = ch.owner
+			owner[ch.Target] = ch.Owner
 		}
 	}
 	return out
@@ -218,15 +84,15 @@ func (h *claimHistory) completedMoves(t testing.TB) []handoff {
 
 // pending is the moves announced in etcd and not ended at the end of the
 // history so far.
-func (h *claimHistory) pending(t testing.TB) map[string]leases.Move {
+func (h claimHistory) pending(t testing.TB) map[string]leases.Move {
 	t.Helper()
 	out := map[string]leases.Move{}
-	for _, ch := range h.snapshot(t) {
-		switch ch.kind {
-		case moveStarted:
-			out[ch.target] = ch.move
-		case moveEnded:
-			delete(out, ch.target)
+	for _, ch := range h.Changes(t) {
+		switch ch.Kind {
+		case testcluster.MoveStarted:
+			out[ch.Target] = ch.Move
+		case testcluster.MoveEnded:
+			delete(out, ch.Target)
 		}
 	}
 	return out

@@ -358,18 +358,26 @@ var httpClient = &http.Client{Timeout: 15 * time.Second}
 
 func getJSON(t *testing.T, u string, v any) {
 	t.Helper()
+	if err := tryJSON(u, v); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// tryJSON is getJSON for polling: it returns errors instead of failing.
+func tryJSON(u string, v any) error {
 	resp, err := httpClient.Get(u)
 	if err != nil {
-		t.Fatalf("GET %s: %v", u, err)
+		return fmt.Errorf("GET %s: %w", u, err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		b, _ := io.ReadAll(resp.Body)
-		t.Fatalf("GET %s: %s: %s", u, resp.Status, b)
+		return fmt.Errorf("GET %s: %s: %s", u, resp.Status, b)
 	}
 	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
-		t.Fatalf("GET %s: %v", u, err)
+		return fmt.Errorf("GET %s: %w", u, err)
 	}
+	return nil
 }
 
 // samples returns, per series whose key contains match, the timestamps (ms)

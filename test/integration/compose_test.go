@@ -4,7 +4,6 @@ package integration
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -139,17 +138,4 @@ func composeCommand(t *testing.T) []string {
 	}
 	t.Skip("neither `docker compose` nor docker-compose is installed")
 	return nil
-}
-
-// tryJSON is getJSON for polling: it returns errors instead of failing.
-func tryJSON(u string, v any) error {
-	resp, err := httpClient.Get(u)
-	if err != nil {
-		return err
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("GET %s: %s", u, resp.Status)
-	}
-	return json.NewDecoder(resp.Body).Decode(v)
 }

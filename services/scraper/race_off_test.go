@@ -1,6 +1,0 @@
-//go:build !race
-
-package scraper
-
-// slowdown scales latency bounds; see race_on_test.go.
-const slowdown = 1
